@@ -1,0 +1,253 @@
+"""Settings: one TOML file plus a few environment variables, validated once at start.
+
+The secret key never comes from the file (files get committed); it comes from
+`STRIPE_SECRET_KEY` or from the file named by `STRIPE_SECRET_KEY_FILE` (a mounted
+Kubernetes secret).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from reconcile.errors import ConfigError
+from reconcile.mode import Mode, mode_of_key
+
+__all__ = [
+    "CONFIG_ENV",
+    "MODE_REQUEST_LIMITS",
+    "ReportsSettings",
+    "Settings",
+    "StateSettings",
+    "StripeSettings",
+    "UserDBSettings",
+    "load_settings",
+]
+
+CONFIG_ENV = "STRIPE_RECONCILE_CONFIG"
+MODE_REQUEST_LIMITS: Mapping[Mode, float] = {Mode.TEST: 25.0, Mode.LIVE: 100.0}
+
+ReportFormat = Literal["csv", "parquet"]
+_ALL_FORMATS: tuple[ReportFormat, ...] = ("csv", "parquet")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StripeSettings(_Section):
+    api_base: str | None = None
+    max_requests_per_second: float = Field(default=0, ge=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_is_http(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:12111")
+        return value.rstrip("/")
+
+
+class UserDBSettings(_Section):
+    url: str = "sqlite:///users.db"
+    table: str = "users"
+    id_column: str = "id"
+    email_column: str = "email"
+    name_column: str | None = "name"
+    customer_id_column: str = "stripe_customer_id"
+    deleted_column: str | None = "deleted_at"
+    user_id_metadata_key: str = "user_id"
+    scope: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=lambda: {"plan": "plan"})
+    chunk_size: int = Field(default=50_000, ge=100)
+
+    @field_validator("table", "id_column", "email_column", "customer_id_column")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a plain table or column name (letters, digits, _)")
+        return value
+
+    @field_validator("name_column", "deleted_column")
+    @classmethod
+    def _optional_identifier(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a plain column name (letters, digits, _) or left out")
+        return value
+
+    @field_validator("user_id_metadata_key")
+    @classmethod
+    def _metadata_key(cls, value: str) -> str:
+        _check_metadata_key(value)
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_mapping(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, column in value.items():
+            _check_metadata_key(key)
+            if not _IDENTIFIER.match(column):
+                raise ValueError(f"column {column!r} for key {key!r} is not a plain column name")
+        return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            _check_metadata_key(key)
+        return value
+
+    @property
+    def metadata_keys(self) -> tuple[str, ...]:
+        return tuple(self.metadata)
+
+
+class StateSettings(_Section):
+    url: str = "sqlite:///stripe-reconcile-state.db"
+
+
+class ReportsSettings(_Section):
+    out: Path = Path("output")
+    formats: list[ReportFormat] = Field(default_factory=lambda: list(_ALL_FORMATS))
+    file_mode: int = Field(default=0o600, ge=0, le=0o777)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: list[ReportFormat]) -> list[ReportFormat]:
+        if not value:
+            raise ValueError('must name at least one of "csv", "parquet"')
+        return list(dict.fromkeys(value))
+
+
+class Settings(_Section):
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    userdb: UserDBSettings = Field(default_factory=UserDBSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
+    secret_key: SecretStr | None = Field(default=None, exclude=True)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def mode(self) -> Mode:
+        return mode_of_key(self.require_key())
+
+    def require_key(self) -> str:
+        if self.secret_key is None:
+            raise ConfigError(
+                "no Stripe key: set STRIPE_SECRET_KEY, or STRIPE_SECRET_KEY_FILE to a file "
+                "holding the key (sk_test_/rk_test_ for test mode, sk_live_/rk_live_ for live)"
+            )
+        return self.secret_key.get_secret_value()
+
+    def max_requests_per_second(self) -> float:
+        """The global request budget: the mode's limit unless a lower one is set."""
+        limit = MODE_REQUEST_LIMITS[self.mode]
+        return self.stripe.max_requests_per_second or limit
+
+
+def _check_metadata_key(key: str) -> None:
+    if not key or len(key) > 40 or "[" in key or "]" in key:
+        raise ValueError(
+            f"metadata key {key!r} breaks Stripe's rules (1 to 40 characters, no '[' or ']')"
+        )
+
+
+def _describe_error(error: Mapping[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ())]
+    section = f"[{location[0]}]" if location else "the file"
+    setting = ".".join(location[1:]) if len(location) > 1 else ""
+    where = f"{section} {setting}".strip()
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return f"{where}: unknown setting; remove it or check its spelling in the README"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found: pass an existing file with --config "
+            f"or {CONFIG_ENV}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+def _read_key(env: Mapping[str, str]) -> SecretStr | None:
+    direct = env.get("STRIPE_SECRET_KEY")
+    key_file = env.get("STRIPE_SECRET_KEY_FILE")
+    if direct and key_file:
+        raise ConfigError(
+            "both STRIPE_SECRET_KEY and STRIPE_SECRET_KEY_FILE are set: keep only one"
+        )
+    if key_file:
+        try:
+            value = Path(key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"STRIPE_SECRET_KEY_FILE={key_file} cannot be read ({exc.strerror}): "
+                "point it at the mounted secret file"
+            ) from None
+        if not value:
+            raise ConfigError(f"STRIPE_SECRET_KEY_FILE={key_file} is empty: put the key in it")
+        return SecretStr(value)
+    if direct is not None:
+        return SecretStr(direct.strip())
+    return None
+
+
+def load_settings(
+    config_path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, merge and validate the settings; every problem is one ConfigError line."""
+    environ = os.environ if env is None else env
+    path = config_path or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
+    raw: dict[str, Any] = _read_toml(path) if path is not None else {}
+    for secret_name in ("secret_key", "api_key", "key"):
+        if secret_name in raw.get("stripe", {}) or secret_name in raw:
+            raise ConfigError(
+                f"configuration file {path} holds a Stripe key ({secret_name}): remove it and "
+                "set STRIPE_SECRET_KEY or STRIPE_SECRET_KEY_FILE instead"
+            )
+    if environ.get("STRIPE_API_BASE"):
+        raw.setdefault("stripe", {})["api_base"] = environ["STRIPE_API_BASE"]
+    try:
+        settings = Settings.model_validate(
+            {**raw, "secret_key": _read_key(environ), "config_path": path}
+        )
+    except ValidationError as exc:
+        source = f"configuration file {path}" if path else "settings"
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_describe_error(first)}{more}") from None
+    if settings.secret_key is not None:
+        _check_rate_against_mode(settings)
+    return settings
+
+
+def _check_rate_against_mode(settings: Settings) -> None:
+    mode = settings.mode
+    limit = MODE_REQUEST_LIMITS[mode]
+    wanted = settings.stripe.max_requests_per_second
+    if wanted > limit:
+        raise ConfigError(
+            f"[stripe] max_requests_per_second = {wanted:g} is above Stripe's {mode.value}-mode "
+            f"limit of {limit:g}/s: set it to {limit:g} or lower (0 means the mode's limit)"
+        )

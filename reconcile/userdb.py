@@ -1,0 +1,222 @@
+"""The application's user database, read through its existing schema.
+
+The table is reflected, never created or altered. Rows are read in chunks and
+turned into the users snapshot (`USER_COLUMNS` of `reconcile.snapshots`): every
+value a string, so the comparison sees the same thing on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+
+from reconcile.errors import UserDBError
+from reconcile.settings import UserDBSettings
+
+__all__ = ["TableInfo", "UserDB", "safe_url", "stringify"]
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    table: str
+    columns: tuple[str, ...]
+    row_count: int
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a URL SQLAlchemy cannot parse is shown as its scheme only
+        return url.split(":", 1)[0] + ":..."
+
+
+def stringify(value: Any) -> str | None:
+    """One canonical string per value, so metadata compares equal across engines."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal):
+        normalized = value.normalize()
+        return format(normalized, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _is_deleted(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return bool(value)
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "f", "no", "n")
+    return True
+
+
+class UserDB:
+    """Reads (and, for the link-users job, writes back customer ids to) the users table."""
+
+    def __init__(self, settings: UserDBSettings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        try:
+            self.engine = engine or sa.create_engine(settings.url)
+        except Exception as exc:
+            raise UserDBError(
+                f"[userdb] url {safe_url(settings.url)} is not a usable SQLAlchemy URL "
+                f"({type(exc).__name__}: {exc}): use e.g. sqlite:///users.db or "
+                "postgresql+psycopg://user@host/db"
+            ) from None
+        self._table: sa.Table | None = None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def _wanted_columns(self) -> dict[str, str]:
+        """Setting name -> column name, for every column the run needs."""
+        s = self.settings
+        wanted = {
+            "id_column": s.id_column,
+            "email_column": s.email_column,
+            "customer_id_column": s.customer_id_column,
+        }
+        if s.name_column:
+            wanted["name_column"] = s.name_column
+        if s.deleted_column:
+            wanted["deleted_column"] = s.deleted_column
+        for key, column in s.metadata.items():
+            wanted[f"metadata.{key}"] = column
+        return wanted
+
+    def table(self) -> sa.Table:
+        if self._table is not None:
+            return self._table
+        schema, _, name = self.settings.table.rpartition(".")
+        try:
+            table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.engine)
+        except NoSuchTableError:
+            raise UserDBError(
+                f"[userdb] table {self.settings.table!r} not found in "
+                f"{safe_url(self.settings.url)}: set [userdb] table to your users table"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise self._connection_error(exc) from None
+        present = set(table.columns.keys())
+        for setting, column in self._wanted_columns.items():
+            if column not in present:
+                label = (
+                    f"[userdb.metadata] {setting.split('.', 1)[1]}"
+                    if setting.startswith("metadata.")
+                    else f"[userdb] {setting}"
+                )
+                raise UserDBError(
+                    f"column {column!r} ({label}) not found in table {self.settings.table!r}; "
+                    f"its columns are: {', '.join(sorted(present))}"
+                )
+        self._table = table
+        return table
+
+    def _connection_error(self, exc: Exception) -> UserDBError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return UserDBError(
+            f"cannot read the user database {safe_url(self.settings.url)}: {reason}; "
+            "check [userdb] url and that the server is reachable"
+        )
+
+    def inspect(self) -> TableInfo:
+        table = self.table()
+        try:
+            with self.engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        except SQLAlchemyError as exc:
+            raise self._connection_error(exc) from None
+        return TableInfo(self.settings.table, tuple(table.columns.keys()), int(count))
+
+    def _iter_chunks(self) -> Iterator[Sequence[sa.Row[Any]]]:
+        table = self.table()
+        columns = [table.c[column] for column in self._wanted_columns.values()]
+        query = sa.select(*columns).order_by(table.c[self.settings.id_column])
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(
+                    stream_results=True, yield_per=self.settings.chunk_size
+                ).execute(query)
+                yield from result.partitions(self.settings.chunk_size)
+        except SQLAlchemyError as exc:
+            raise self._connection_error(exc) from None
+
+    def read_users(self) -> pd.DataFrame:
+        """The users snapshot: user_id, email, name, customer_id, deleted, meta.<key>..."""
+        names = list(self._wanted_columns)
+        frames = [
+            pd.DataFrame(list(chunk), columns=names, dtype=object) for chunk in self._iter_chunks()
+        ]
+        raw = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
+        )
+        return self._to_snapshot(raw)
+
+    def _to_snapshot(self, raw: pd.DataFrame) -> pd.DataFrame:
+        def strings(column: str) -> pd.Series:
+            values = raw[column].map(stringify, na_action="ignore") if len(raw) else raw[column]
+            series = pd.Series(values, dtype="string")
+            return series.mask(series.str.strip() == "")
+
+        user_ids = strings("id_column")
+        self._check_ids(user_ids)
+        snapshot = pd.DataFrame(
+            {
+                "user_id": user_ids,
+                "email": strings("email_column"),
+                "name": (
+                    strings("name_column")
+                    if "name_column" in raw
+                    else pd.Series(pd.NA, index=raw.index, dtype="string")
+                ),
+                "customer_id": strings("customer_id_column").str.strip(),
+                "deleted": (
+                    raw["deleted_column"].map(_is_deleted).astype(bool)
+                    if "deleted_column" in raw
+                    else pd.Series(False, index=raw.index, dtype=bool)
+                ),
+            }
+        )
+        for key in self.settings.metadata:
+            snapshot[f"meta.{key}"] = strings(f"metadata.{key}")
+        return snapshot
+
+    def _check_ids(self, user_ids: pd.Series) -> None:
+        column = self.settings.id_column
+        nulls = int(user_ids.isna().sum())
+        if nulls:
+            raise UserDBError(
+                f"{nulls} row(s) of table {self.settings.table!r} have no {column!r} "
+                f"([userdb] id_column): every user needs an id; fix the rows or the setting"
+            )
+        duplicated = user_ids[user_ids.duplicated()]
+        if len(duplicated):
+            raise UserDBError(
+                f"{len(duplicated)} duplicate value(s) in {column!r} ([userdb] id_column) of "
+                f"table {self.settings.table!r}, e.g. {duplicated.iloc[0]!r}: "
+                "point id_column at a unique column"
+            )
