@@ -30,22 +30,50 @@ def make_users_table(url: str, rows: list[dict[str, object]], *, extra: bool = T
 
 
 ROWS: list[dict[str, object]] = [
-    {"id": 1, "email": "a@example.com", "name": "Ann", "plan": "pro", "seats": 3,
-     "stripe_customer_id": "cus_A", "deleted_at": None},
-    {"id": 2, "email": " B@Example.com ", "name": None, "plan": None, "seats": None,
-     "stripe_customer_id": "", "deleted_at": None},
-    {"id": 10, "email": None, "name": "Zoë", "plan": "free", "seats": 1,
-     "stripe_customer_id": None, "deleted_at": pd.Timestamp("2026-01-02 03:04:05").to_pydatetime()},
+    {
+        "id": 1,
+        "email": "a@example.com",
+        "name": "Ann",
+        "plan": "pro",
+        "seats": 3,
+        "stripe_customer_id": "cus_A",
+        "deleted_at": None,
+    },
+    {
+        "id": 2,
+        "email": " B@Example.com ",
+        "name": None,
+        "plan": None,
+        "seats": None,
+        "stripe_customer_id": "",
+        "deleted_at": None,
+    },
+    {
+        "id": 10,
+        "email": None,
+        "name": "Zoë",
+        "plan": "free",
+        "seats": 1,
+        "stripe_customer_id": None,
+        "deleted_at": pd.Timestamp("2026-01-02 03:04:05").to_pydatetime(),
+    },
 ]
 
 
 def test_reads_the_users_snapshot_identically_on_both_engines(database_url: str) -> None:
     make_users_table(database_url, ROWS)
-    settings = UserDBSettings(url=database_url, metadata={"plan": "plan", "seats": "seats"},
-                              chunk_size=100)
+    settings = UserDBSettings(
+        url=database_url, metadata={"plan": "plan", "seats": "seats"}, chunk_size=100
+    )
     users = UserDB(settings).read_users()
     assert list(users.columns) == [
-        "user_id", "email", "name", "customer_id", "deleted", "meta.plan", "meta.seats"
+        "user_id",
+        "email",
+        "name",
+        "customer_id",
+        "deleted",
+        "meta.plan",
+        "meta.seats",
     ]
     assert users["user_id"].tolist() == ["1", "2", "10"]
     assert users["customer_id"].isna().tolist() == [False, True, True]
@@ -57,8 +85,18 @@ def test_reads_the_users_snapshot_identically_on_both_engines(database_url: str)
 
 
 def test_reads_in_chunks_across_many_rows(database_url: str) -> None:
-    rows = [{"id": i, "email": f"u{i}@example.com", "name": None, "plan": "pro", "seats": i,
-             "stripe_customer_id": f"cus_{i}", "deleted_at": None} for i in range(1, 1001)]
+    rows = [
+        {
+            "id": i,
+            "email": f"u{i}@example.com",
+            "name": None,
+            "plan": "pro",
+            "seats": i,
+            "stripe_customer_id": f"cus_{i}",
+            "deleted_at": None,
+        }
+        for i in range(1, 1001)
+    ]
     make_users_table(database_url, rows)
     users = UserDB(UserDBSettings(url=database_url, chunk_size=128)).read_users()
     assert len(users) == 1000
@@ -92,10 +130,15 @@ def test_missing_column_is_named_with_its_setting(database_url: str) -> None:
 def test_duplicate_ids_are_refused(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "create table users (id text, email text, name text, plan text, "
-            "stripe_customer_id text, deleted_at text)"))
-        conn.execute(sa.text("insert into users (id, email) values ('7', 'x@e.com'), ('7', 'y@e.com')"))
+        conn.execute(
+            sa.text(
+                "create table users (id text, email text, name text, plan text, "
+                "stripe_customer_id text, deleted_at text)"
+            )
+        )
+        conn.execute(
+            sa.text("insert into users (id, email) values ('7', 'x@e.com'), ('7', 'y@e.com')")
+        )
     with pytest.raises(UserDBError, match=r"duplicate value\(s\) in 'id'.*'7'"):
         UserDB(UserDBSettings(url=sqlite_url)).read_users()
 
