@@ -1,0 +1,1 @@
+"""Report writers: the run folder (reports.writer), its HTML summary (reports.html)."""
