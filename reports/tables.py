@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reconcile.findings import FINDING_COLUMNS
+
 __all__ = [
     "FINDING_COLUMNS",
     "cell_text",
@@ -27,22 +29,6 @@ __all__ = [
     "write_parquet",
 ]
 
-try:  # the engine owns the contract; this copy only bridges until it exists
-    from reconcile.findings import FINDING_COLUMNS
-except ImportError:  # pragma: no cover - removed once reconcile.findings lands
-    FINDING_COLUMNS: tuple[str, ...] = (  # type: ignore[no-redef]
-        "kind",
-        "severity",
-        "customer_id",
-        "user_id",
-        "email",
-        "field",
-        "stripe_value",
-        "local_value",
-        "related_ids",
-        "detail",
-        "suggested_action",
-    )
 
 _SAFE_STEM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
