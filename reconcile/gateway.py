@@ -1,0 +1,239 @@
+"""The one place that talks to Stripe: a `stripe.StripeClient` behind the limiter and retries.
+
+Methods return plain dicts (``to_dict()``); SDK objects never leave this module. Errors
+leave as the project's own (`reconcile.errors`, `reconcile.stripe_errors`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import stripe
+
+from reconcile.errors import ConfigError, ReconcileError
+from reconcile.limiter import RequestLimiter
+from reconcile.mode import Mode, mask_key, mode_of_key
+from reconcile.retry import RetryPolicy
+from reconcile.stripe_errors import translate_stripe_error
+from reconcile.stripe_http import LimitedHTTPClient, RequestStats
+
+__all__ = ["DEFAULT_API_BASE", "RequestStats", "StripeGateway"]
+
+DEFAULT_API_BASE = "https://api.stripe.com"
+
+
+class StripeGateway:
+    """Customers and payment methods of one Stripe account, in the key's mode.
+
+    Thread-safe: one gateway (one client, one limiter, one set of counts) serves every
+    worker of a process.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        max_requests_per_second: float = 0,
+        limiter: RequestLimiter | None = None,
+        max_retries: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> None:
+        self.mode: Mode = mode_of_key(api_key)
+        self.masked_key = mask_key(api_key)
+        self.api_base = api_base.rstrip("/") if api_base else DEFAULT_API_BASE
+        self.limiter = limiter or RequestLimiter.for_mode(self.mode, max_requests_per_second)
+        self.policy = RetryPolicy(max_retries=max_retries)
+        self.stats = RequestStats()
+        self._http = LimitedHTTPClient(
+            self.limiter,
+            policy=self.policy,
+            stats=self.stats,
+            inner=http_client,
+            sleep=sleep,
+            rng=rng,
+        )
+        self._client = stripe.StripeClient(
+            api_key.strip(),
+            base_addresses={"api": self.api_base} if api_base else None,
+            # Retries happen in LimitedHTTPClient so each one passes the limiter.
+            max_network_retries=0,
+            http_client=self._http,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- mode ---------------------------------------------------------------------------
+
+    def confirm_mode(self, obj: Mapping[str, Any]) -> None:
+        """Refuse data whose ``livemode`` disagrees with the key's mode (a misrouted API base)."""
+        livemode = obj.get("livemode")
+        if livemode is None or bool(livemode) == self.mode.livemode:
+            return
+        answered = "live" if livemode else "test"
+        raise ConfigError(
+            f"The key {self.masked_key} is a {self.mode.value}-mode key but {self.api_base} "
+            f"answered with {answered}-mode data: check STRIPE_API_BASE and STRIPE_SECRET_KEY"
+        )
+
+    # -- customers ----------------------------------------------------------------------
+
+    def list_customers(
+        self,
+        *,
+        created_lt: int | None = None,
+        created_gte: int | None = None,
+        starting_after: str | None = None,
+        expand: Sequence[str] = (),
+        email: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[dict[str, Any]]:
+        """Every customer matching the filters, newest first, one page in memory at a time.
+
+        ``expand`` names fields of a customer (``invoice_settings.default_payment_method``);
+        the ``data.`` prefix a list needs is added here.
+        """
+        params: dict[str, Any] = {"limit": page_size}
+        created: dict[str, int] = {}
+        if created_lt is not None:
+            created["lt"] = created_lt
+        if created_gte is not None:
+            created["gte"] = created_gte
+        if created:
+            params["created"] = created
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        if expand:
+            params["expand"] = [f"data.{field}" for field in expand]
+        if email is not None:
+            params["email"] = email
+        return self._paged(
+            "GET /v1/customers", lambda: self._client.v1.customers.list(_params(params))
+        )
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        """The customer; a deleted one is ``{"id", "object", "deleted": True}``."""
+        return self._one(
+            "GET /v1/customers/{id}",
+            lambda: self._client.v1.customers.retrieve(customer_id),
+            object_id=customer_id,
+        )
+
+    def search_customers(self, query: str, *, limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Search (eventually consistent: never use it to check what was just written)."""
+        params: dict[str, Any] = {"query": query, "limit": limit}
+        return self._paged(
+            "GET /v1/customers/search", lambda: self._client.v1.customers.search(_params(params))
+        )
+
+    def create_customer(
+        self, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        return self._one(
+            "POST /v1/customers",
+            lambda: self._client.v1.customers.create(
+                _params(params), {"idempotency_key": _required(idempotency_key)}
+            ),
+        )
+
+    def update_customer(
+        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        return self._one(
+            "POST /v1/customers/{id}",
+            lambda: self._client.v1.customers.update(
+                customer_id, _params(params), {"idempotency_key": _required(idempotency_key)}
+            ),
+            object_id=customer_id,
+        )
+
+    def delete_customer(self, customer_id: str, *, idempotency_key: str) -> dict[str, Any]:
+        return self._one(
+            "DELETE /v1/customers/{id}",
+            lambda: self._client.v1.customers.delete(
+                customer_id, None, {"idempotency_key": _required(idempotency_key)}
+            ),
+            object_id=customer_id,
+        )
+
+    # -- payment methods ----------------------------------------------------------------
+
+    def list_payment_methods(
+        self, customer_id: str, *, type: str = "card"
+    ) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"type": type, "limit": 100}
+        return self._paged(
+            "GET /v1/customers/{id}/payment_methods",
+            lambda: self._client.v1.customers.payment_methods.list(customer_id, _params(params)),
+            object_id=customer_id,
+        )
+
+    def attach_payment_method(
+        self, pm_id: str, customer_id: str, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        return self._one(
+            "POST /v1/payment_methods/{id}/attach",
+            lambda: self._client.v1.payment_methods.attach(
+                pm_id, {"customer": customer_id}, {"idempotency_key": _required(idempotency_key)}
+            ),
+            object_id=pm_id,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _one(
+        self, what: str, call: Callable[[], stripe.StripeObject], *, object_id: str | None = None
+    ) -> dict[str, Any]:
+        try:
+            obj = call().to_dict()
+        except stripe.StripeError as exc:
+            raise self._translate(exc, what, object_id) from exc
+        self.confirm_mode(obj)
+        return obj
+
+    def _paged(
+        self,
+        what: str,
+        first_page: Callable[[], Any],
+        *,
+        object_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        # A generator, so nothing is sent until the caller starts iterating.
+        try:
+            for obj in first_page().auto_paging_iter():
+                plain: dict[str, Any] = obj.to_dict()
+                self.confirm_mode(plain)
+                yield plain
+        except stripe.StripeError as exc:
+            raise self._translate(exc, what, object_id) from exc
+
+    def _translate(
+        self, exc: stripe.StripeError, what: str, object_id: str | None
+    ) -> ReconcileError:
+        return translate_stripe_error(
+            exc,
+            what=what,
+            masked_key=self.masked_key,
+            mode=self.mode,
+            api_base=self.api_base,
+            object_id=object_id,
+            max_retries=self.policy.max_retries,
+        )
+
+
+def _required(idempotency_key: str) -> str:
+    # Writes are retried, so each one needs a key derived from the data (never random).
+    if not idempotency_key or len(idempotency_key) > 255:
+        raise ValueError("idempotency_key must be 1 to 255 characters, derived from the data")
+    return idempotency_key
+
+
+def _params(params: Mapping[str, Any]) -> Any:
+    # The SDK types each call's params as its own TypedDict; ours are built at run time.
+    return cast(Any, dict(params))
