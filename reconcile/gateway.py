@@ -50,6 +50,8 @@ class StripeGateway:
         self.limiter = limiter or RequestLimiter.for_mode(self.mode, max_requests_per_second)
         self.policy = RetryPolicy(max_retries=max_retries)
         self.stats = RequestStats()
+        # Whether the server accepts list filters on `created`: None until the pager knows.
+        self.created_filter_supported: bool | None = None
         self._http = LimitedHTTPClient(
             self.limiter,
             policy=self.policy,

@@ -32,7 +32,7 @@ Response = tuple[Any, int, Mapping[str, str]]
 class RequestStats:
     """Counts for the run summary; safe to update from many threads."""
 
-    requests: dict[str, int] = field(default_factory=dict)
+    by_endpoint: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     rate_limited: int = 0
     errors: int = 0
@@ -41,11 +41,11 @@ class RequestStats:
     @property
     def total(self) -> int:
         with self._lock:
-            return sum(self.requests.values())
+            return sum(self.by_endpoint.values())
 
     def record_attempt(self, endpoint: str) -> None:
         with self._lock:
-            self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
+            self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
 
     def record_rate_limited(self) -> None:
         with self._lock:
@@ -63,8 +63,8 @@ class RequestStats:
         """Plain data for summary.json."""
         with self._lock:
             return {
-                "requests": dict(sorted(self.requests.items())),
-                "total": sum(self.requests.values()),
+                "requests": dict(sorted(self.by_endpoint.items())),
+                "total": sum(self.by_endpoint.values()),
                 "retries": self.retries,
                 "rate_limited": self.rate_limited,
                 "errors": self.errors,
