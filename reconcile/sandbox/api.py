@@ -1,0 +1,520 @@
+"""The Stripe endpoints the project uses: pure functions of (store, mode, parameters).
+
+Each handler validates everything before it changes anything, so a refused request leaves
+no partial state behind, and returns (HTTP status, JSON body) or raises `ApiError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconcile.sandbox.apierrors import ApiError, invalid_request, no_such
+from reconcile.sandbox.objects import (
+    customer_json,
+    deleted_customer_json,
+    fingerprint_of,
+    payment_method_json,
+)
+from reconcile.sandbox.params import Spec, require, validate
+from reconcile.sandbox.query import QueryError, parse_query, run_query
+from reconcile.sandbox.store import CustomerRecord, ModeStore, PaymentMethodRecord, SandboxStore
+from reconcile.sandbox.validation import (
+    card_brand,
+    check_card,
+    check_email,
+    check_metadata,
+    merge_metadata,
+)
+
+__all__ = ["ROUTES", "Call", "Route", "match_route"]
+
+Result = tuple[int, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Call:
+    sandbox: SandboxStore
+    data: ModeStore
+    mode: str
+    params: dict[str, Any]
+    args: tuple[str, ...]
+
+    @property
+    def livemode(self) -> bool:
+        return self.mode == "live"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    handler: Callable[[Call], Result]
+    is_search: bool = False
+
+
+_LIST_PAGING: Spec = {
+    "limit": "int",
+    "starting_after": "str",
+    "ending_before": "str",
+    "expand": "list",
+}
+_CUSTOMER_FIELDS: Spec = {
+    "email": "str",
+    "name": "str",
+    "phone": "str",
+    "description": "str",
+    "metadata": "map",
+    "invoice_settings": {"default_payment_method": "str"},
+    "expand": "list",
+}
+_CUSTOMER_EXPANDS = {"invoice_settings.default_payment_method", "default_source"}
+_TEST_CARDS = {
+    "pm_card_visa": "4242424242424242",
+    "pm_card_mastercard": "5555555555554444",
+    "pm_card_amex": "378282246310005",
+    "pm_card_discover": "6011111111111117",
+}
+
+
+# --- shared helpers ---------------------------------------------------------------------
+def _expands(params: Mapping[str, Any], allowed: set[str]) -> set[str]:
+    wanted = set(params.get("expand") or ())
+    for path in wanted - allowed:
+        hint = (
+            f" You may want to try expanding 'data.{path}' instead."
+            if "data." + path in allowed
+            else ""
+        )
+        raise invalid_request(f"This property cannot be expanded ({path}).{hint}", param="expand")
+    return wanted
+
+
+def _limit(params: Mapping[str, Any]) -> int:
+    limit = int(params.get("limit", 10))
+    if not 1 <= limit <= 100:
+        raise invalid_request(
+            f"Invalid limit: must be between 1 and 100, got {limit}", param="limit"
+        )
+    return limit
+
+
+def _cursors(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    after, before = params.get("starting_after"), params.get("ending_before")
+    if after and before:
+        raise invalid_request(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            param="ending_before",
+        )
+    return after or None, before or None
+
+
+def _customer(
+    call: Call, customer_id: str, *, param: str = "id", allow_deleted: bool = False
+) -> CustomerRecord:
+    record = call.data.customers.get(customer_id)
+    if record is None or (record.deleted and not allow_deleted):
+        other = None if record else call.sandbox.other_mode_holding(call.mode, customer_id)
+        raise no_such("customer", customer_id, param=param, other_mode=other)
+    return record
+
+
+def _payment_method(call: Call, method_id: str, *, param: str = "id") -> PaymentMethodRecord:
+    record = call.data.payment_methods.get(method_id)
+    if record is None and call.mode == "test" and method_id in _TEST_CARDS:
+        record = _new_card(call, _TEST_CARDS[method_id], None, None, None, {})
+    if record is None:
+        other = call.sandbox.other_mode_holding(call.mode, method_id)
+        raise no_such("PaymentMethod", method_id, param=param, other_mode=other)
+    return record
+
+
+def _new_card(
+    call: Call,
+    number: str,
+    exp_month: int | None,
+    exp_year: int | None,
+    cvc: str | None,
+    metadata: Mapping[str, str],
+) -> PaymentMethodRecord:
+    today = dt.datetime.fromtimestamp(call.data.now(), tz=dt.UTC)
+    month = today.month if exp_month is None else exp_month
+    year = today.year + 3 if exp_year is None else exp_year
+    digits, year = check_card(number, month, year, this_year=today.year, this_month=today.month)
+    card = {
+        "brand": card_brand(digits),
+        "last4": digits[-4:],
+        "exp_month": month,
+        "exp_year": year,
+        "fingerprint": fingerprint_of(digits),
+        "funding": "credit",
+    }
+    return call.data.add_payment_method(
+        {"card": card, "metadata": metadata, "cvc_check": "pass" if cvc else None}
+    )
+
+
+def _render_customer(call: Call, record: CustomerRecord, expand_default: bool) -> dict[str, Any]:
+    if record.deleted:
+        return deleted_customer_json(record)
+    default: dict[str, Any] | str | None = record.default_payment_method
+    if expand_default and record.default_payment_method is not None:
+        method = call.data.payment_methods.get(record.default_payment_method)
+        default = payment_method_json(method, call.livemode) if method else None
+    return customer_json(record, call.livemode, default)
+
+
+def _render_method(
+    call: Call, record: PaymentMethodRecord, expand_customer: bool
+) -> dict[str, Any]:
+    customer: dict[str, Any] | str | None = None
+    if expand_customer and record.customer is not None:
+        owner = call.data.customers.get(record.customer)
+        customer = _render_customer(call, owner, False) if owner else None
+    return payment_method_json(record, call.livemode, customer)
+
+
+def _list_body(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+def _check_customer_fields(params: Mapping[str, Any], current: Mapping[str, str]) -> None:
+    email = params.get("email")
+    if email:
+        check_email(email)
+    if "metadata" in params:
+        check_metadata(params["metadata"], current)
+
+
+def _plain_changes(params: Mapping[str, Any]) -> dict[str, Any]:
+    # An empty string unsets a field, as in Stripe.
+    return {
+        name: (params[name] or None)
+        for name in ("email", "name", "phone", "description")
+        if name in params
+    }
+
+
+def _requested_default(params: Mapping[str, Any]) -> str | None:
+    settings = params.get("invoice_settings")
+    if isinstance(settings, dict) and "default_payment_method" in settings:
+        return str(settings["default_payment_method"])
+    return None
+
+
+def _check_default_is_attached(
+    call: Call, customer_id: str | None, method_id: str, also_attaching: str | None = None
+) -> None:
+    method = call.data.payment_methods.get(method_id)
+    attached = method is not None and method.customer is not None and method.customer == customer_id
+    if not attached and method_id != also_attaching:
+        raise invalid_request(
+            f"The customer does not have a payment method with the ID {method_id}. "
+            "The payment method must be attached to the customer.",
+            param="invoice_settings[default_payment_method]",
+            code="resource_missing",
+        )
+
+
+def _check_attachable(method: PaymentMethodRecord, customer_id: str | None) -> None:
+    if method.customer is not None and method.customer != customer_id:
+        raise invalid_request(
+            "The payment method you provided has already been attached to a customer.",
+            param="payment_method",
+        )
+
+
+# --- customers --------------------------------------------------------------------------
+def create_customer(call: Call) -> Result:
+    params = validate(call.params, {**_CUSTOMER_FIELDS, "payment_method": "str"})
+    expand = _expands(params, _CUSTOMER_EXPANDS)
+    _check_customer_fields(params, {})
+    method = None
+    if params.get("payment_method"):
+        method = _payment_method(call, params["payment_method"], param="payment_method")
+        _check_attachable(method, None)
+    default = _requested_default(params)
+    if default:
+        _check_default_is_attached(call, None, default, method.id if method else None)
+    fields = _plain_changes(params)
+    fields["metadata"] = merge_metadata({}, params.get("metadata", {}))
+    fields["default_payment_method"] = default or None
+    record = call.data.add_customer(fields)
+    if method is not None:
+        call.data.attach(method, record.id)
+    return 200, _render_customer(call, record, "invoice_settings.default_payment_method" in expand)
+
+
+def retrieve_customer(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    expand = _expands(params, _CUSTOMER_EXPANDS)
+    record = _customer(call, call.args[0], allow_deleted=True)
+    return 200, _render_customer(call, record, "invoice_settings.default_payment_method" in expand)
+
+
+def update_customer(call: Call) -> Result:
+    params = validate(call.params, _CUSTOMER_FIELDS)
+    expand = _expands(params, _CUSTOMER_EXPANDS)
+    record = _customer(call, call.args[0])
+    _check_customer_fields(params, record.metadata)
+    changes = _plain_changes(params)
+    if "metadata" in params:
+        changes["metadata"] = merge_metadata(record.metadata, params["metadata"])
+    default = _requested_default(params)
+    if default is not None:
+        if default:
+            _check_default_is_attached(call, record.id, default)
+        changes["default_payment_method"] = default or None
+    if changes:
+        call.data.update_customer(record, changes)
+    return 200, _render_customer(call, record, "invoice_settings.default_payment_method" in expand)
+
+
+def delete_customer(call: Call) -> Result:
+    validate(call.params, {})
+    record = _customer(call, call.args[0])
+    call.data.delete_customer(record)
+    return 200, deleted_customer_json(record)
+
+
+def list_customers(call: Call) -> Result:
+    spec = {**_LIST_PAGING, "created": "range", "email": "str", "test_clock": "str"}
+    params = validate(call.params, spec)
+    expand = _expands(params, {"data." + e for e in _CUSTOMER_EXPANDS})
+    limit = _limit(params)
+    after_id, before_id = _cursors(params)
+    after = (
+        _customer(call, after_id, param="starting_after", allow_deleted=True) if after_id else None
+    )
+    before = (
+        _customer(call, before_id, param="ending_before", allow_deleted=True) if before_id else None
+    )
+    if params.get("test_clock"):
+        # No customer of the sandbox is on a test clock.
+        return 200, _list_body("/v1/customers", [], False)
+    page, has_more = call.data.list_customers(
+        limit=limit,
+        created=params.get("created"),
+        email=params.get("email"),
+        starting_after=after,
+        ending_before=before,
+    )
+    expand_default = "data.invoice_settings.default_payment_method" in expand
+    data = [_render_customer(call, record, expand_default) for record in page]
+    return 200, _list_body("/v1/customers", data, has_more)
+
+
+def _decode_page(token: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid_request(
+            "Invalid page: pass the next_page value of a previous search result", param="page"
+        ) from None
+
+
+def search_customers(call: Call) -> Result:
+    params = validate(
+        call.params, {"query": "str", "limit": "int", "page": "str", "expand": "list"}
+    )
+    expand = _expands(params, {"data." + e for e in _CUSTOMER_EXPANDS} | {"total_count"})
+    limit = _limit(params)
+    try:
+        query = parse_query(str(require(params, "query")))
+    except QueryError as error:
+        raise invalid_request(str(error), param="query") from None
+    found = run_query(query, call.data)
+    total = len(found)
+    if params.get("page"):
+        below = _decode_page(params["page"])
+        found = [record for record in found if record.key < below]
+    page = found[:limit]
+    has_more = len(found) > limit
+    next_page = (
+        base64.urlsafe_b64encode(str(page[-1].key).encode()).decode().rstrip("=")
+        if has_more
+        else None
+    )
+    expand_default = "data.invoice_settings.default_payment_method" in expand
+    body: dict[str, Any] = {
+        "object": "search_result",
+        "data": [_render_customer(call, record, expand_default) for record in page],
+        "has_more": has_more,
+        "next_page": next_page,
+        "url": "/v1/customers/search",
+    }
+    if "total_count" in expand:
+        body["total_count"] = total
+    return 200, body
+
+
+# --- payment methods ----------------------------------------------------------------------
+def _page_of_methods(
+    call: Call, methods: list[PaymentMethodRecord], params: Mapping[str, Any], url: str
+) -> Result:
+    expand = _expands(params, {"data.customer"})
+    limit = _limit(params)
+    after, before = _cursors(params)
+    ids = [m.id for m in methods]
+    start, end = 0, len(methods)
+    for cursor, param in ((after, "starting_after"), (before, "ending_before")):
+        if cursor and cursor not in ids:
+            _payment_method(call, cursor, param=param)  # 404 when it does not exist at all
+    if after:
+        start = ids.index(after) + 1
+    if before:
+        end = ids.index(before)
+        start = max(0, end - limit)
+        page = methods[start:end]
+        has_more = start > 0
+    else:
+        page = methods[start : start + limit]
+        has_more = start + limit < end
+    data = [_render_method(call, m, "data.customer" in expand) for m in page]
+    return 200, _list_body(url, data, has_more)
+
+
+def _check_type(params: Mapping[str, Any]) -> None:
+    kind = params.get("type")
+    if kind is not None and kind != "card":
+        raise invalid_request(
+            f"Invalid type: the sandbox only has card payment methods, got {kind!r}", param="type"
+        )
+
+
+def list_customer_methods(call: Call) -> Result:
+    params = validate(call.params, {**_LIST_PAGING, "type": "str", "allow_redisplay": "str"})
+    _check_type(params)
+    record = _customer(call, call.args[0])
+    methods = call.data.payment_methods_of(record.id)
+    return _page_of_methods(call, methods, params, f"/v1/customers/{record.id}/payment_methods")
+
+
+def retrieve_customer_method(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    expand = _expands(params, {"customer"})
+    record = _customer(call, call.args[0])
+    method = _payment_method(call, call.args[1])
+    if method.customer != record.id:
+        raise no_such("PaymentMethod", method.id)
+    return 200, _render_method(call, method, "customer" in expand)
+
+
+def list_methods(call: Call) -> Result:
+    params = validate(call.params, {**_LIST_PAGING, "type": "str", "customer": "str"})
+    _check_type(params)
+    customer_id = params.get("customer")
+    if not customer_id:
+        # Stripe lists only a customer's methods; without one the sandbox has nothing to show.
+        return 200, _list_body("/v1/payment_methods", [], False)
+    record = _customer(call, customer_id, param="customer")
+    return _page_of_methods(
+        call, call.data.payment_methods_of(record.id), params, "/v1/payment_methods"
+    )
+
+
+def create_method(call: Call) -> Result:
+    spec = {
+        "type": "str",
+        "card": {"number": "str", "exp_month": "int", "exp_year": "int", "cvc": "str"},
+        "metadata": "map",
+        "expand": "list",
+    }
+    params = validate(call.params, spec)
+    expand = _expands(params, {"customer"})
+    if require(params, "type") != "card":
+        raise invalid_request(
+            f"Invalid type: the sandbox creates card payment methods only, got {params['type']!r}",
+            param="type",
+        )
+    card = require(params, "card")
+    number = require(card, "number") if isinstance(card, dict) else ""
+    for name in ("exp_month", "exp_year"):
+        if name not in card:
+            raise ApiError(
+                400,
+                f"Missing required param: card[{name}].",
+                code="parameter_missing",
+                param=f"card[{name}]",
+            )
+    metadata = params.get("metadata", {})
+    check_metadata(metadata, {})
+    record = _new_card(
+        call,
+        str(number),
+        card["exp_month"],
+        card["exp_year"],
+        card.get("cvc"),
+        merge_metadata({}, metadata),
+    )
+    return 200, _render_method(call, record, "customer" in expand)
+
+
+def retrieve_method(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    expand = _expands(params, {"customer"})
+    return 200, _render_method(call, _payment_method(call, call.args[0]), "customer" in expand)
+
+
+def attach_method(call: Call) -> Result:
+    params = validate(call.params, {"customer": "str", "expand": "list"})
+    expand = _expands(params, {"customer"})
+    customer = _customer(call, str(require(params, "customer")), param="customer")
+    method = _payment_method(call, call.args[0])
+    _check_attachable(method, customer.id)
+    if method.customer is None:
+        call.data.attach(method, customer.id)
+    return 200, _render_method(call, method, "customer" in expand)
+
+
+def detach_method(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    _expands(params, {"customer"})
+    method = _payment_method(call, call.args[0])
+    if method.customer is None:
+        raise invalid_request(
+            "The payment method you provided is not attached to a customer so detachment is "
+            "impossible."
+        )
+    call.data.detach(method)
+    return 200, _render_method(call, method, False)
+
+
+def _route(
+    method: str, template: str, handler: Callable[[Call], Result], is_search: bool = False
+) -> Route:
+    pattern = re.escape(template).replace(r"\{id\}", r"([^/]+)").replace(r"\{pm\}", r"([^/]+)")
+    return Route(method, template, re.compile(f"^{pattern}$"), handler, is_search)
+
+
+# Order matters: `/v1/customers/search` must win over `/v1/customers/{id}`.
+ROUTES: tuple[Route, ...] = (
+    _route("GET", "/v1/customers/search", search_customers, is_search=True),
+    _route("GET", "/v1/customers", list_customers),
+    _route("POST", "/v1/customers", create_customer),
+    _route("GET", "/v1/customers/{id}", retrieve_customer),
+    _route("POST", "/v1/customers/{id}", update_customer),
+    _route("DELETE", "/v1/customers/{id}", delete_customer),
+    _route("GET", "/v1/customers/{id}/payment_methods", list_customer_methods),
+    _route("GET", "/v1/customers/{id}/payment_methods/{pm}", retrieve_customer_method),
+    _route("GET", "/v1/payment_methods", list_methods),
+    _route("POST", "/v1/payment_methods", create_method),
+    _route("GET", "/v1/payment_methods/{id}", retrieve_method),
+    _route("POST", "/v1/payment_methods/{id}/attach", attach_method),
+    _route("POST", "/v1/payment_methods/{id}/detach", detach_method),
+)
+
+
+def match_route(method: str, path: str) -> tuple[Route, tuple[str, ...]] | None:
+    for route in ROUTES:
+        if route.method == method:
+            found = route.pattern.match(path)
+            if found:
+                return route, found.groups()
+    return None

@@ -1,0 +1,375 @@
+"""The aiohttp application: auth, rate limits, faults, latency, idempotency, logging, and
+the admin routes under `/_sandbox/`, in front of the endpoint handlers in api.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import random
+import secrets
+import string
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from reconcile.errors import ConfigError
+from reconcile.mode import mode_of_key
+from reconcile.sandbox import api
+from reconcile.sandbox.apierrors import ApiError, rate_limited
+from reconcile.sandbox.faults import FaultInjector
+from reconcile.sandbox.params import parse_form
+from reconcile.sandbox.ratelimit import RateLimits, SlidingWindowLimiter
+from reconcile.sandbox.requestlog import RequestLog, RequestRecord
+from reconcile.sandbox.store import IdempotentResult, SandboxStore
+
+__all__ = ["ADMIN_PREFIX", "SandboxState", "build_app", "load_account", "seed_store"]
+
+ADMIN_PREFIX = "/_sandbox/"
+_REQUEST_ID_ALPHABET = string.ascii_letters + string.digits
+_MAX_BODY = 1 << 30  # admin bulk loads can be large
+
+_NO_KEY = (
+    "You did not provide an API key. You need to provide your API key in the Authorization "
+    "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See "
+    "https://stripe.com/docs/api#authentication for details, or we can help at "
+    "https://support.stripe.com/."
+)
+
+
+@dataclass
+class SandboxState:
+    """Everything a request touches; attributes are read per request, so tests can change
+    limits, latency and fault rates while the server runs."""
+
+    store: SandboxStore = field(default_factory=SandboxStore)
+    request_log: RequestLog = field(default_factory=RequestLog)
+    faults: FaultInjector = field(default_factory=FaultInjector)
+    limits: RateLimits = field(default_factory=RateLimits)
+    limiter: SlidingWindowLimiter = field(default_factory=SlidingWindowLimiter)
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    random: random.Random = field(default_factory=random.Random)
+
+    def delay_seconds(self) -> float:
+        jitter = self.random.uniform(0.0, self.jitter_ms) if self.jitter_ms > 0 else 0.0
+        return max(0.0, self.latency_ms + jitter) / 1000.0
+
+
+def _request_id() -> str:
+    return "req_" + "".join(secrets.choice(_REQUEST_ID_ALPHABET) for _ in range(14))
+
+
+def _masked(key: str) -> str:
+    # Stripe's style: the prefix, stars, the last four; never the whole key.
+    prefix = key[:8] if key[:3] in ("sk_", "rk_", "pk_") else ""
+    if len(key) < len(prefix) + 8:
+        return prefix + "*" * max(0, len(key) - len(prefix))
+    return prefix + "*" * (len(key) - len(prefix) - 4) + key[-4:]
+
+
+def _key_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "").strip()
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[0]
+    return None
+
+
+def _mode_of(request: web.Request) -> str:
+    key = _key_of(request)
+    if not key:
+        raise ApiError(401, _NO_KEY)
+    try:
+        return mode_of_key(key).value
+    except ConfigError:
+        raise ApiError(401, f"Invalid API Key provided: {_masked(key)}") from None
+
+
+def _json_response(
+    status: int, body: dict[str, Any] | bytes, request_id: str, extra: dict[str, str] | None = None
+) -> web.Response:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Request-Id": request_id, "Stripe-Version": "2025-03-31.basil"}
+    if extra:
+        headers.update(extra)
+    return web.Response(
+        body=payload, status=status, headers=headers, content_type="application/json"
+    )
+
+
+def _fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
+    text = json.dumps([method, path, params], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Api:
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await _admin(self.state, request)
+        arrived = time.time()
+        request_id = _request_id()
+        idempotency_key = request.headers.get("Idempotency-Key")
+        record: dict[str, Any] = {
+            "time": arrived,
+            "mode": None,
+            "method": request.method,
+            "path": request.path,
+            "params": {},
+            "status": 0,
+            "idempotency_key": idempotency_key,
+            "request_id": request_id,
+        }
+        try:
+            response = await self._answer(request, request_id, record)
+        except ApiError as error:
+            headers = dict(error.headers)
+            if idempotency_key and request.method == "POST":
+                headers["Idempotency-Key"] = idempotency_key
+            response = _json_response(error.status, error.body(), request_id, headers)
+        record["status"] = response.status if not isinstance(response, _Dropped) else 0
+        self.state.request_log.append(RequestRecord(**record))
+        if isinstance(response, _Dropped):
+            raise response.error
+        return response
+
+    async def _answer(
+        self, request: web.Request, request_id: str, record: dict[str, Any]
+    ) -> web.StreamResponse:
+        state = self.state
+        pairs = list(request.query.items())
+        if request.method == "POST" and request.body_exists:
+            form = await request.post()
+            pairs.extend((k, v) for k, v in form.items() if isinstance(v, str))
+        params = parse_form(pairs)
+        record["params"] = params
+        mode = _mode_of(request)
+        record["mode"] = mode
+        found = api.match_route(request.method, request.path)
+        if found is None:
+            raise ApiError(
+                404,
+                f"Unrecognized request URL ({request.method}: {request.path}). Please see "
+                "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            )
+        route, args = found
+        limits = state.limits
+        if limits.enabled:
+            reason = state.limiter.try_acquire(
+                limits.buckets(mode, f"{route.method} {route.template}", route.is_search)
+            )
+            if reason is not None:
+                raise rate_limited(reason)
+        fault = state.faults.decide(request.method, request.path, route.template)
+        if fault is not None:
+            if fault.drops:
+                if request.transport is not None:
+                    request.transport.close()
+                return _Dropped()
+            if fault.status == 429:
+                raise rate_limited("injected")
+            raise ApiError(
+                fault.status,
+                "An unknown error occurred (injected by the sandbox).",
+                type_="api_error",
+            )
+        delay = state.delay_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        return self._execute(route, args, mode, params, key, request, request_id)
+
+    def _execute(
+        self,
+        route: api.Route,
+        args: tuple[str, ...],
+        mode: str,
+        params: dict[str, Any],
+        key: str | None,
+        request: web.Request,
+        request_id: str,
+    ) -> web.StreamResponse:
+        store = self.state.store
+        with store.lock:
+            data = store.mode(mode)
+            fingerprint = ""
+            echo = {"Idempotency-Key": key} if key else {}
+            if key is not None:
+                if len(key) > 255:
+                    raise ApiError(
+                        400,
+                        f"Invalid idempotency key: it has {len(key)} characters, "
+                        "the maximum is 255.",
+                        type_="idempotency_error",
+                    )
+                fingerprint = _fingerprint(request.method, request.path, params)
+                seen = data.idempotency.get(key)
+                if seen is not None:
+                    if seen.fingerprint != fingerprint:
+                        raise ApiError(
+                            400,
+                            "Keys for idempotent requests can only be used with the same "
+                            "parameters they were first used with. Try using a key other than "
+                            f"'{key}' if you meant to execute a different request.",
+                            type_="idempotency_error",
+                            headers=echo,
+                        )
+                    return _json_response(
+                        seen.status,
+                        seen.body,
+                        request_id,
+                        {**echo, "Idempotent-Replayed": "true"},
+                    )
+            call = api.Call(store, data, mode, params, args)
+            try:
+                status, body = route.handler(call)
+            except ApiError as error:
+                # Stripe saves a result once an endpoint ran, but not for failed validation.
+                if key is not None and error.status != 400:
+                    data.remember(
+                        key,
+                        IdempotentResult(
+                            fingerprint, error.status, json.dumps(error.body()).encode()
+                        ),
+                    )
+                error.headers.update(echo)
+                raise
+            payload = json.dumps(body).encode()
+            if key is not None:
+                data.remember(key, IdempotentResult(fingerprint, status, payload))
+        return _json_response(status, payload, request_id, echo)
+
+
+class _Dropped(web.StreamResponse):
+    """Marks a request whose connection the sandbox closed on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__(status=599)
+        self.error = ConnectionResetError("connection dropped by the sandbox (injected fault)")
+
+
+# --- admin routes ---------------------------------------------------------------------------
+async def _admin(state: SandboxState, request: web.Request) -> web.StreamResponse:
+    route = request.path[len(ADMIN_PREFIX) :].strip("/")
+    method = request.method
+    body: dict[str, Any] = {}
+    if method == "POST" and request.body_exists:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _admin_error(f"{request.path}: the body must be a JSON object")
+    try:
+        result = _admin_action(state, method, route, body, request)
+    except (ValueError, KeyError, TypeError) as error:
+        return _admin_error(f"{method} {request.path}: {error}")
+    if result is None:
+        return _admin_error(f"unknown admin route {method} {request.path}", status=404)
+    return web.json_response(result)
+
+
+def _admin_error(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": {"message": message}}, status=status)
+
+
+def _admin_action(
+    state: SandboxState, method: str, route: str, body: dict[str, Any], request: web.Request
+) -> dict[str, Any] | None:
+    store = state.store
+    if (method, route) == ("GET", "health"):
+        return {"ok": True, "customers": {m: store.count(m) for m in ("test", "live")}}
+    if (method, route) == ("GET", "requests"):
+        entries = state.request_log.entries()
+        limit = int(request.query.get("limit", len(entries)))
+        data = [entry.to_json() for entry in entries[len(entries) - limit :]] if limit else []
+        return {"object": "list", "count": len(entries), "data": data}
+    if (method, route) == ("DELETE", "requests"):
+        state.request_log.clear()
+        return {"cleared": True}
+    if (method, route) == ("POST", "reset"):
+        store.reset()
+        state.request_log.clear()
+        state.limiter.clear()
+        state.faults.clear()
+        return {"reset": True}
+    if (method, route) == ("POST", "seed"):
+        mode = str(body.get("mode", "test"))
+        count = seed_store(store, mode, int(body["customers"]), seed=int(body.get("seed", 0)))
+        return {"mode": mode, "customers": count[0], "payment_methods": count[1]}
+    if (method, route) == ("POST", "load"):
+        mode = str(body.get("mode", "test"))
+        store.bulk_load(mode, body.get("customers", []), body.get("payment_methods", []))
+        return {"mode": mode, "customers": store.count(mode)}
+    if (method, route) == ("POST", "faults"):
+        state.faults.fail_next(
+            str(body["method"]),
+            str(body["path"]),
+            int(body.get("count", 1)),
+            int(body.get("status", 500)),
+        )
+        return {"scheduled": True}
+    if route == "config" and method in ("GET", "POST"):
+        _apply_config(state, body)
+        return {
+            "latency_ms": state.latency_ms,
+            "jitter_ms": state.jitter_ms,
+            "limits": asdict(state.limits),
+            "faults": {
+                "error_rate": state.faults.error_rate,
+                "rate_limit_rate": state.faults.rate_limit_rate,
+                "drop_rate": state.faults.drop_rate,
+            },
+        }
+    return None
+
+
+def _apply_config(state: SandboxState, body: dict[str, Any]) -> None:
+    if "latency_ms" in body:
+        state.latency_ms = float(body["latency_ms"])
+    if "jitter_ms" in body:
+        state.jitter_ms = float(body["jitter_ms"])
+    for name, value in dict(body.get("limits", {})).items():
+        if not hasattr(state.limits, name):
+            raise ValueError(f"unknown limit {name!r}")
+        setattr(state.limits, name, bool(value) if name == "enabled" else float(value))
+    for name, value in dict(body.get("faults", {})).items():
+        if name not in ("error_rate", "rate_limit_rate", "drop_rate"):
+            raise ValueError(f"unknown fault setting {name!r}")
+        setattr(state.faults, name, float(value))
+
+
+def seed_store(store: SandboxStore, mode: str, customers: int, *, seed: int = 0) -> tuple[int, int]:
+    """Seed `mode` with the project's generator; returns (customers, payment methods) added."""
+    from reconcile.sandbox.seed import generate_account  # written separately; import late
+
+    account = generate_account(customers, seed=seed)
+    return load_account(store, mode, account)
+
+
+def load_account(store: SandboxStore, mode: str, account: Any) -> tuple[int, int]:
+    """Load a `SeededAccount`: its customers and cards into `mode`, its deleted customers
+    marked deleted, its live-mode customers (if any) into the other mode."""
+    store.bulk_load(mode, account.customers, account.payment_methods)
+    store.mark_deleted(mode, getattr(account, "deleted_customer_ids", ()))
+    other = getattr(account, "live_customers", ())
+    if other:
+        store.bulk_load("live" if mode == "test" else "test", other)
+    return len(account.customers), len(account.payment_methods)
+
+
+def build_app(state: SandboxState) -> web.Application:
+    app = web.Application(client_max_size=_MAX_BODY)
+    app.router.add_route("*", "/{tail:.*}", _Api(state).handle)
+    return app

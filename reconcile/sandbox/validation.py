@@ -1,0 +1,145 @@
+"""Stripe's value rules: metadata limits, email syntax, card numbers and expiry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from reconcile.sandbox.apierrors import card_error, invalid_request
+
+__all__ = [
+    "MAX_METADATA_KEYS",
+    "MAX_METADATA_KEY_LENGTH",
+    "MAX_METADATA_VALUE_LENGTH",
+    "card_brand",
+    "check_card",
+    "check_email",
+    "check_metadata",
+    "merge_metadata",
+]
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_metadata(update: Mapping[str, str] | str, current: Mapping[str, str]) -> None:
+    """Raise Stripe's 400 when `update` is invalid or the merged result exceeds 50 keys."""
+    if isinstance(update, str):
+        return
+    for key, value in update.items():
+        if not key:
+            raise invalid_request("Invalid metadata: keys must not be empty", param="metadata")
+        if "[" in key or "]" in key:
+            raise invalid_request(
+                f"Invalid metadata: keys cannot contain '[' or ']', got '{key}'",
+                param="metadata",
+            )
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise invalid_request(
+                f"Invalid metadata: keys can be up to {MAX_METADATA_KEY_LENGTH} characters long, "
+                f"but key '{key[:40]}...' has {len(key)}",
+                param="metadata",
+            )
+        if len(value) > MAX_METADATA_VALUE_LENGTH:
+            raise invalid_request(
+                f"Invalid metadata: values can be up to {MAX_METADATA_VALUE_LENGTH} characters "
+                f"long, but the value for '{key}' has {len(value)}",
+                param=f"metadata[{key}]",
+            )
+    merged = merge_metadata(current, update)
+    if len(merged) > MAX_METADATA_KEYS:
+        raise invalid_request(
+            f"Invalid metadata: metadata can have up to {MAX_METADATA_KEYS} keys, "
+            f"but this request would leave {len(merged)}",
+            param="metadata",
+        )
+
+
+def merge_metadata(current: Mapping[str, str], update: Mapping[str, str] | str) -> dict[str, str]:
+    """Stripe's merge: keys in `update` overwrite, `""` deletes a key, `update == ""` clears."""
+    if isinstance(update, str):
+        return {}
+    merged = dict(current)
+    for key, value in update.items():
+        if value == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_email(email: str) -> None:
+    # The address itself stays out of the message: it is personal data.
+    if len(email) > 512 or not _EMAIL.match(email):
+        raise invalid_request(
+            "Invalid email address: the value of 'email' is not a valid address",
+            param="email",
+            code="email_invalid",
+        )
+
+
+def card_brand(number: str) -> str:
+    """The brand Stripe derives from the leading digits (IIN ranges)."""
+    if number.startswith("4"):
+        return "visa"
+    two, four = int(number[:2] or 0), int(number[:4] or 0)
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return "mastercard"
+    if two in (34, 37):
+        return "amex"
+    if number.startswith(("6011", "65")) or 644 <= int(number[:3] or 0) <= 649:
+        return "discover"
+    if two in (30, 36, 38, 39):
+        return "diners"
+    if two == 35:
+        return "jcb"
+    if two == 62:
+        return "unionpay"
+    return "unknown"
+
+
+def _luhn_ok(number: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(number)):
+        digit = int(char)
+        if position % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def check_card(
+    number: str, exp_month: int, exp_year: int, *, this_year: int, this_month: int
+) -> tuple[str, int]:
+    """The digits and four-digit expiry year of a valid card; Stripe's 402 otherwise."""
+    digits = number.replace(" ", "")
+    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not _luhn_ok(digits):
+        raise card_error(
+            "Your card number is incorrect.", code="incorrect_number", param="card[number]"
+        )
+    if not 1 <= exp_month <= 12:
+        raise card_error(
+            "Your card's expiration month is invalid.",
+            code="invalid_expiry_month",
+            param="card[exp_month]",
+        )
+    if exp_year < 100:
+        exp_year += 2000
+    if exp_year < this_year or exp_year > this_year + 50:
+        raise card_error(
+            "Your card's expiration year is invalid.",
+            code="invalid_expiry_year",
+            param="card[exp_year]",
+        )
+    if exp_year == this_year and exp_month < this_month:
+        raise card_error(
+            "Your card's expiration month is invalid.",
+            code="invalid_expiry_month",
+            param="card[exp_month]",
+        )
+    return digits, exp_year
