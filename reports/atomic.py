@@ -10,12 +10,70 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["StagedFolder", "dir_mode_for", "fsync_dir", "staged_folder"]
+__all__ = [
+    "STALE_STAGING_SECONDS",
+    "StagedFolder",
+    "dir_mode_for",
+    "fsync_dir",
+    "staged_folder",
+    "staging_name",
+    "sweep_stale_staging",
+]
+
+# No report takes a day to write; a staging folder that old was left by a killed run.
+STALE_STAGING_SECONDS = 24 * 3600
+_STAGING_NAME = re.compile(r"^\.(?P<run>[^/]+)\.tmp-(?P<pid>[0-9]+)$")
+
+
+def staging_name(run_id: str, pid: int) -> str:
+    """The hidden sibling a run folder is filled under: `.<run id>.tmp-<pid>`."""
+    return f".{run_id}.tmp-{pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_staging(parent: Path, *, now: float | None = None) -> list[Path]:
+    """Remove staging folders left in `parent` by killed runs; return what was removed.
+
+    A staging folder is stale when its process is gone, or (pids are reused, and
+    another container may share the folder) when it is older than a day. Our own
+    process's folders are never touched. Such leftovers hold personal data, so
+    they should not linger hidden.
+    """
+    if not parent.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for entry in parent.iterdir():
+        match = _STAGING_NAME.match(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match.group("pid"))
+        if pid == os.getpid():
+            continue
+        try:
+            old = now - entry.stat().st_mtime > STALE_STAGING_SECONDS
+        except FileNotFoundError:  # another sweeper got there first
+            continue
+        if old or not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def dir_mode_for(file_mode: int) -> int:

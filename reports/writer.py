@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from reconcile.errors import ConfigError
-from reports.atomic import StagedFolder, staged_folder
+from reconcile.logs import get_logger
+from reports.atomic import StagedFolder, staged_folder, staging_name, sweep_stale_staging
 from reports.errors import ReportWriteError
 from reports.html import render_summary_html
 from reports.tables import (
@@ -37,6 +38,8 @@ from reports.tables import (
 )
 
 __all__ = ["REPORT_FORMATS", "ReportWriteError", "new_run_id", "write_run_reports"]
+
+log = get_logger(__name__)
 
 REPORT_FORMATS = ("csv", "parquet")
 _RESERVED_TABLE_NAMES = frozenset({"findings", "summary"})
@@ -183,9 +186,12 @@ def write_run_reports(
     summary_html = render_summary_html(full_summary, counts_by_kind_and_severity(contract))
 
     final = Path(out_dir) / job / run_id
-    temp_name = f".{run_id}.tmp-{os.getpid()}"
     try:
-        with staged_folder(final, temp_name, file_mode) as folder:
+        # Staging folders of killed runs hold personal data: clear them out first.
+        swept = sweep_stale_staging(final.parent)
+        if swept:
+            log.warning("removed staging folders left by killed runs", count=len(swept))
+        with staged_folder(final, staging_name(run_id, os.getpid()), file_mode) as folder:
             _write_all(folder, tables, per_kind, chosen, summary_json, summary_html)
     except OSError as exc:
         raise ReportWriteError(
