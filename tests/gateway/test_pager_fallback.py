@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import structlog
 
-from reconcile.errors import StripeConnectionError
+from reconcile.errors import StripeAuthError, StripeConnectionError
 from reconcile.gateway import StripeGateway
 from reconcile.limiter import RequestLimiter
 from reconcile.pager import iter_customer_window, iter_customers
@@ -108,6 +108,54 @@ def test_fallback_window_stops_below_its_lower_bound(
     assert [c["created"] for c in got] == list(range(1_209, 1_199, -1))
     # Newest first: the listing stops at the first customer older than the window.
     assert len(seen) == 1 + 1
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """Answers every request as Stripe does a revoked key (401) or a restricted one (403)."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/v1/customers/search"):
+            status, body = 403, {"error": {
+                "type": "invalid_request_error",
+                "message": "The provided key 'rk_test_*****Zz99' does not have the required "
+                "permissions for this endpoint on account 'acct_1'. Having the "
+                "'rak_customer_read' permission would allow this request to continue.",
+            }}
+        else:
+            status, body = 401, {"error": {
+                "type": "invalid_request_error",
+                "message": f"Invalid API Key provided: {KEY[:8]}{'*' * 20}{KEY[-4:]}",
+            }}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_401_and_403_become_auth_errors_naming_the_masked_key() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        gateway = gateway_for(f"http://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(StripeAuthError) as refused:
+            list(iter_customers(gateway, created_lt=2_000))
+        assert str(refused.value) == (
+            "Stripe refused the key sk_test_...FFFF (401 authentication_error): "
+            "check STRIPE_SECRET_KEY"
+        )
+        with pytest.raises(StripeAuthError, match="rak_customer_read") as forbidden:
+            list(gateway.search_customers('email:"x"'))
+        assert KEY not in str(forbidden.value)
+        assert gateway.stats.retries == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_connection_refused_is_retried_then_names_the_api_base() -> None:

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call"
 """The gateway's pure parts: endpoint templates, the retry decision, backoff, error translation."""
 
 from __future__ import annotations
