@@ -9,6 +9,7 @@ under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -147,7 +148,7 @@ def staged_folder(final: Path, temp_name: str, file_mode: int) -> Iterator[Stage
     parent.mkdir(mode=folder_mode, parents=True, exist_ok=True)
     temp = parent / temp_name
     if final.exists():
-        raise FileExistsError(f"{final} already exists")
+        raise FileExistsError(errno.EEXIST, "the run folder already exists", str(final))
     os.mkdir(temp, folder_mode)
     try:
         os.chmod(temp, folder_mode)

@@ -140,12 +140,17 @@ def _write_all(
     folder.write_text("summary.html", summary_html)
 
 
-def _cause(exc: OSError) -> str:
+def _cause_and_fix(exc: OSError) -> tuple[str, str]:
+    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+        return "it already exists", "give each run a new run id (new_run_id)"
     if exc.errno == errno.ENOSPC:
-        return "the disk is full"
+        return "the disk is full", "free space on the output folder's disk"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied"
-    return exc.strerror or type(exc).__name__
+        return "permission denied", "make the output folder (--out, [reports] out) writable"
+    return (
+        exc.strerror or type(exc).__name__,
+        "check the output folder (--out, [reports] out)",
+    )
 
 
 def write_run_reports(
@@ -194,8 +199,8 @@ def write_run_reports(
         with staged_folder(final, staging_name(run_id, os.getpid()), file_mode) as folder:
             _write_all(folder, tables, per_kind, chosen, summary_json, summary_html)
     except OSError as exc:
+        cause, fix = _cause_and_fix(exc)
         raise ReportWriteError(
-            f"could not write the report folder {final}: {_cause(exc)} ({exc}); "
-            "free space or fix permissions on the output folder (--out, [reports] out)"
+            f"could not write the report folder {final}: {cause} ({exc}); {fix}"
         ) from exc
     return final

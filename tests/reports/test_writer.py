@@ -348,7 +348,7 @@ def test_an_existing_run_folder_is_never_overwritten(
     first = write_run_reports(tmp_path, "reconcile", RUN_ID, findings, _summary())
     before = (first / "findings.csv").read_bytes()
 
-    with pytest.raises(ReportWriteError):
+    with pytest.raises(ReportWriteError, match=r"it already exists.*new run id"):
         write_run_reports(tmp_path, "reconcile", RUN_ID, findings.iloc[:1], _summary())
 
     assert (first / "findings.csv").read_bytes() == before
