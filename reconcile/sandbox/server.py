@@ -54,6 +54,8 @@ class SandboxState:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     random: random.Random = field(default_factory=random.Random)
+    in_flight: int = 0  # API requests between arrival and answer, on the loop's thread
+    max_in_flight: int = 0
 
     def delay_seconds(self) -> float:
         jitter = self.random.uniform(0.0, self.jitter_ms) if self.jitter_ms > 0 else 0.0
@@ -133,6 +135,8 @@ class _Api:
             "idempotency_key": idempotency_key,
             "request_id": request_id,
         }
+        self.state.in_flight += 1
+        self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
         try:
             response = await self._answer(request, request_id, record)
         except ApiError as error:
@@ -140,10 +144,10 @@ class _Api:
             if idempotency_key and request.method == "POST":
                 headers["Idempotency-Key"] = idempotency_key
             response = _json_response(error.status, error.body(), request_id, headers)
+        finally:
+            self.state.in_flight -= 1
         record["status"] = response.status if not isinstance(response, _Dropped) else 0
         self.state.request_log.append(RequestRecord(**record))
-        if isinstance(response, _Dropped):
-            raise response.error
         return response
 
     async def _answer(
@@ -253,12 +257,12 @@ class _Api:
         return _json_response(status, payload, request_id, echo)
 
 
-class _Dropped(web.StreamResponse):
-    """Marks a request whose connection the sandbox closed on purpose."""
+class _Dropped(web.Response):
+    """Answers a request whose connection the sandbox already closed on purpose; aiohttp
+    finds the transport gone and writes nothing."""
 
     def __init__(self) -> None:
         super().__init__(status=599)
-        self.error = ConnectionResetError("connection dropped by the sandbox (injected fault)")
 
 
 # --- admin routes ---------------------------------------------------------------------------
@@ -303,6 +307,7 @@ def _admin_action(
         state.request_log.clear()
         state.limiter.clear()
         state.faults.clear()
+        state.max_in_flight = state.in_flight
         return {"reset": True}
     if (method, route) == ("POST", "seed"):
         mode = str(body.get("mode", "test"))
