@@ -401,17 +401,13 @@ class StateStore:
         """Give the lease back; False if it was not ours (taken over, or never held)."""
         with self.engine.begin() as conn:
             result = conn.execute(
-                locks_table.delete().where(
-                    locks_table.c.job == job, locks_table.c.owner == owner
-                )
+                locks_table.delete().where(locks_table.c.job == job, locks_table.c.owner == owner)
             )
             return result.rowcount == 1
 
     def lock_holder(self, job: str) -> LockRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                locks_table.select().where(locks_table.c.job == job)
-            ).one_or_none()
+            row = conn.execute(locks_table.select().where(locks_table.c.job == job)).one_or_none()
         if row is None:
             return None
         return LockRecord(row.job, row.owner, row.acquired_at, row.expires_at)

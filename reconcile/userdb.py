@@ -106,6 +106,9 @@ class UserDB:
             wanted[f"metadata.{key}"] = column
         return wanted
 
+    def used_columns(self) -> list[str]:
+        return list(dict.fromkeys(self._wanted_columns.values()))
+
     def table(self) -> sa.Table:
         if self._table is not None:
             return self._table

@@ -1,0 +1,51 @@
+"""What every job is: a name, whether it writes, and a function from a context to a result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from reconcile.findings import empty_findings
+from reconcile.settings import Settings
+from reconcile.userdb import UserDB
+
+if TYPE_CHECKING:
+    from reconcile.gateway import StripeGateway
+
+__all__ = ["Job", "JobContext", "JobResult"]
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    gateway: StripeGateway
+    userdb: UserDB
+    run_id: str
+    started_at: datetime
+    out_dir: Path
+    dry_run: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def today(self) -> date:
+        return self.started_at.date()
+
+
+@dataclass
+class JobResult:
+    findings: pd.DataFrame = field(default_factory=empty_findings)
+    facts: dict[str, Any] = field(default_factory=dict)
+    extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str
+    run: Callable[[JobContext], JobResult]
+    writes: bool = False

@@ -1,0 +1,208 @@
+"""The `stripe-reconcile` command: thin click shells over library calls.
+
+Library errors become one line on stderr and the exit code their class carries;
+no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from jobs.registry import JOBS
+from reconcile.errors import EXIT_CONFIG, ReconcileError
+from reconcile.logs import configure_logging, get_logger, redact_text
+from reconcile.settings import Settings, load_settings
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERNAL = 70
+log = get_logger(__name__)
+
+
+class ReconcileClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        # click declares exit_code on the class; the instance's own value shadows it.
+        vars(self)["exit_code"] = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"stripe-reconcile: error: {self.format_message()}", err=True)
+
+
+class ReconcileGroup(click.Group):
+    """Turns the project's errors (and any surprise) into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReconcileError as exc:
+            raise ReconcileClickError(redact_text(exc.message), exc.exit_code) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise ReconcileClickError("interrupted; nothing half-written was kept", 130) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ReconcileClickError(
+                f"{exc.strerror or exc}{where}: check the path, its permissions and free space",
+                EXIT_CONFIG,
+            ) from None
+        except Exception as exc:
+            log.exception("internal error")
+            raise ReconcileClickError(
+                f"internal error ({type(exc).__name__}: {redact_text(str(exc))[:200]}); "
+                "this is a bug: please report it with the log",
+                EXIT_INTERNAL,
+            ) from None
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="TOML configuration file (default: $STRIPE_RECONCILE_CONFIG, else built-in defaults).",
+    )(func)
+
+
+def load(ctx: click.Context, config_path: Path | None) -> Settings:
+    settings = load_settings(config_path or ctx.obj.get("config_path"))
+    return settings
+
+
+@click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML configuration file (default: $STRIPE_RECONCILE_CONFIG, else built-in defaults).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Least severe log events to write to stderr.",
+)
+@click.version_option(package_name="stripe-reconcile")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+    """Reconcile Stripe customers with your user database, and repair them safely."""
+    configure_logging(log_level)
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+@cli.group(cls=ReconcileGroup)
+def run() -> None:
+    """Run one job now (dry run unless the job says otherwise)."""
+
+
+def _fail_on_option(func: F) -> F:
+    return click.option(
+        "--fail-on",
+        type=click.Choice(["info", "warning", "error"]),
+        default=None,
+        help="Exit 1 when a finding of this severity or worse is reported.",
+    )(func)
+
+
+def _out_option(func: F) -> F:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Output folder (default: [reports] out, ./output).",
+    )(func)
+
+
+@run.command("reconcile")
+@config_option
+@_out_option
+@_fail_on_option
+@click.pass_context
+def run_reconcile(
+    ctx: click.Context, config_path: Path | None, out_dir: Path | None, fail_on: str | None
+) -> None:
+    """Find duplicates, orphans, missing and unlinked customers, and stale metadata."""
+    from jobs.runner import execute_job
+    from jobs.summary import format_summary
+
+    settings = load(ctx, config_path)
+    outcome = execute_job(JOBS["reconcile"], settings, out_dir=out_dir, fail_on=fail_on)
+    click.echo(format_summary(outcome.summary))
+    click.echo(str(outcome.run_dir))
+    ctx.exit(outcome.exit_code)
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def check(ctx: click.Context, config_path: Path | None) -> None:
+    """Check the key, Stripe, the user database and the state database, and say what is wrong."""
+    from jobs.check import run_checks
+
+    settings = load(ctx, config_path)
+    ok = run_checks(settings, click.echo)
+    ctx.exit(0 if ok.passed else ok.exit_code)
+
+
+@cli.command()
+@click.option("--customers", default=3000, show_default=True, help="Customers to seed.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated account.")
+@_out_option
+@click.pass_context
+def demo(ctx: click.Context, customers: int, seed: int, out_dir: Path | None) -> None:
+    """Start the sandbox, seed an account with planted anomalies, run every read-only job."""
+    from jobs.demo import run_demo
+
+    if customers < 50 or customers > 200_000:
+        raise click.BadParameter("must be between 50 and 200000", param_hint="--customers")
+    run_demo(customers=customers, seed=seed, out_dir=out_dir or Path("output"), echo=click.echo)
+
+
+@cli.command()
+@click.option("--port", default=12111, show_default=True, help="Port to listen on (0 = any).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--seed-customers", default=0, show_default=True, help="Seed test mode.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generated account.")
+@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every response.")
+@click.option("--jitter-ms", default=0.0, show_default=True, help="Random extra latency, 0..N.")
+@click.option("--no-rate-limits", is_flag=True, help="Never answer 429.")
+def sandbox(
+    port: int,
+    host: str,
+    seed_customers: int,
+    seed: int,
+    latency_ms: float,
+    jitter_ms: float,
+    no_rate_limits: bool,
+) -> None:
+    """Serve the Stripe-compatible sandbox in the foreground (Ctrl-C stops it)."""
+    from reconcile.sandbox.ratelimit import RateLimits
+    from reconcile.sandbox.runner import SandboxConfig, serve_forever
+
+    serve_forever(
+        SandboxConfig(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            seed_customers=seed_customers,
+            seed=seed,
+            limits=RateLimits(enabled=not no_rate_limits),
+        )
+    )
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="stripe-reconcile"))

@@ -1,0 +1,59 @@
+"""A seeded sandbox and a matching users database, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from reconcile.sandbox.seed import (
+    SeededAccount,
+    generate_account,
+    load_into_sandbox,
+    write_users_db,
+)
+from reconcile.settings import Settings, StateSettings, load_settings
+
+TEST_KEY = "sk_test_" + "IntegrationKey1234abcd"
+NOW = 1_790_000_000  # 2026-09-21, fixed so the seeded account never changes
+
+
+@dataclass
+class SeededWorld:
+    sandbox: SandboxServer
+    account: SeededAccount
+    users_url: str
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig()) as server:
+        yield server
+
+
+def build_world(
+    sandbox: SandboxServer, tmp_path: Path, users_url: str, *, seed: int, customers: int = 400
+) -> SeededWorld:
+    sandbox.store.reset()
+    sandbox.request_log.clear()
+    account = generate_account(customers, seed=seed, now=NOW)
+    load_into_sandbox(sandbox.store, account)
+    write_users_db(account, users_url)
+    base = load_settings(None, env={"STRIPE_SECRET_KEY": TEST_KEY, "STRIPE_API_BASE": sandbox.url})
+    settings = base.model_copy(
+        update={
+            "userdb": base.userdb.model_copy(update={"url": users_url, "scope": {"env": "prod"}}),
+            "state": StateSettings(url=f"sqlite:///{tmp_path / 'state.db'}"),
+            "reports": base.reports.model_copy(update={"out": tmp_path / "output"}),
+        }
+    )
+    return SeededWorld(sandbox, account, users_url, settings)
+
+
+@pytest.fixture
+def world(sandbox_server: SandboxServer, tmp_path: Path) -> SeededWorld:
+    return build_world(sandbox_server, tmp_path, f"sqlite:///{tmp_path / 'users.db'}", seed=1)
