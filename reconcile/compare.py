@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from reconcile.findings import FindingKind, concat_findings, findings_from_columns
 from reconcile.snapshots import STRING_DTYPE, meta_column
@@ -81,9 +83,18 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(pd.array([None] * len(frame), dtype=STRING_DTYPE), index=frame.index)
 
 
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    return pa.array(values.astype(STRING_DTYPE).array).cast(pa.large_string())
+
+
 def _isin(values: pd.Series, pool: pd.Series) -> pd.Series:
-    present = pool.dropna().unique()
-    return values.isin(present).fillna(False).astype(bool)
+    """Membership of `values` in the non-absent values of `pool`; absent is never a member.
+
+    pyarrow's hash lookup, because pandas' isin on Arrow strings goes through Python objects.
+    """
+    value_set = _arrow_strings(pool).drop_null().unique()
+    hits = pc.is_in(_arrow_strings(values), value_set=value_set).fill_null(False)
+    return pd.Series(hits.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -379,7 +390,8 @@ def _stale_metadata(s: _Snapshots) -> pd.DataFrame:
     users, cust, config = s.users, s.customers, s.config
     link_counts = users["customer_id"].value_counts()
     singly_linked = link_counts.index[link_counts.to_numpy() == 1]
-    local = users[(~users["deleted"] & users["customer_id"].isin(singly_linked)).to_numpy()]
+    singly = _isin(users["customer_id"], pd.Series(singly_linked, dtype=STRING_DTYPE))
+    local = users[(~users["deleted"] & singly).to_numpy()]
     pairs = local.add_prefix("l_").merge(
         cust.add_prefix("s_"), left_on="l_customer_id", right_on="s_customer_id"
     )
