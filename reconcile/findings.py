@@ -110,7 +110,16 @@ def make_findings(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             )
         if not record.get("severity"):
             record["severity"] = SEVERITY_BY_KIND[FindingKind(record["kind"])].value
-    return _as_contract_strings(pd.DataFrame.from_records(records))
+        # Stringify per row: a column mixing ints and NaN would otherwise turn 7 into "7.0".
+        for column, value in record.items():
+            record[column] = "" if _is_absent(value) else str(value)
+    return _as_contract_strings(pd.DataFrame.from_records(records, columns=FINDING_COLUMNS))
+
+
+def _is_absent(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and value != value  # NaN
 
 
 def findings_from_columns(

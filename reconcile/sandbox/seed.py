@@ -38,9 +38,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from reconcile.sandbox.store import SandboxStore
 
 __all__ = [
     "CARD_EXPIRING_WINDOW_DAYS",
@@ -48,6 +51,7 @@ __all__ = [
     "MIN_CUSTOMERS",
     "SeededAccount",
     "generate_account",
+    "load_into_sandbox",
     "write_ground_truth",
     "write_users_db",
 ]
@@ -684,6 +688,16 @@ def generate_account(n_customers: int, *, seed: int = 0, now: int | None = None)
         live_customers=builder.live_customers,
         out_of_scope_customer_ids=builder.out_of_scope_ids,
     )
+
+
+def load_into_sandbox(store: SandboxStore, account: SeededAccount) -> tuple[int, int]:
+    """Load the account into a sandbox store: test mode, deleted ids marked, live customers.
+
+    Returns (customers, payment methods) loaded into test mode.
+    """
+    from reconcile.sandbox.server import load_account  # the server imports this module late
+
+    return load_account(store, "test", account)
 
 
 _USERS = sa.Table(
