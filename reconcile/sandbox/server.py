@@ -110,6 +110,19 @@ def _json_response(
     )
 
 
+def _redacted(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as logged: card numbers cut to their last four, CVCs hidden."""
+    card = params.get("card")
+    if not isinstance(card, dict) or not ({"number", "cvc"} & card.keys()):
+        return params
+    safe = dict(card)
+    if isinstance(safe.get("number"), str):
+        safe["number"] = "************" + safe["number"][-4:]
+    if "cvc" in safe:
+        safe["cvc"] = "***"
+    return {**params, "card": safe}
+
+
 def _fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
     text = json.dumps([method, path, params], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -159,7 +172,7 @@ class _Api:
             form = await request.post()
             pairs.extend((k, v) for k, v in form.items() if isinstance(v, str))
         params = parse_form(pairs)
-        record["params"] = params
+        record["params"] = _redacted(params)
         mode = _mode_of(request)
         record["mode"] = mode
         found = api.match_route(request.method, request.path)

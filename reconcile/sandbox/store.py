@@ -116,6 +116,9 @@ class ModeStore:
             self._index.append(record)
         else:
             bisect.insort(self._index, record, key=_by_key)
+        self._secondary_insert(record)
+
+    def _secondary_insert(self, record: CustomerRecord) -> None:
         if record.email is not None:
             self._by_email.setdefault(record.email.lower(), []).append(record)
         for key, index in self._metadata_indexes.items():
@@ -127,6 +130,9 @@ class ModeStore:
         position = bisect.bisect_left(self._index, record.key, key=_by_key)
         if position < len(self._index) and self._index[position] is record:
             del self._index[position]
+        self._secondary_remove(record)
+
+    def _secondary_remove(self, record: CustomerRecord) -> None:
         if record.email is not None:
             _remove_from(self._by_email, record.email.lower(), record)
         for key, index in self._metadata_indexes.items():
@@ -156,11 +162,12 @@ class ModeStore:
         return record
 
     def update_customer(self, record: CustomerRecord, changes: Mapping[str, Any]) -> None:
-        """Apply already-validated changes; index entries move with email and metadata."""
-        self._index_remove(record)
+        """Apply already-validated changes; the email and metadata indexes follow them (the
+        sorted index does not move: `created` never changes)."""
+        self._secondary_remove(record)
         for name, value in changes.items():
             setattr(record, name, value)
-        self._index_insert(record)
+        self._secondary_insert(record)
 
     def delete_customer(self, record: CustomerRecord) -> None:
         self._index_remove(record)

@@ -153,3 +153,15 @@ def test_store_lookups_see_api_writes(sandbox: SandboxServer, client: stripe.Str
     assert record is not None
     assert record.email == "store@example.com"
     assert sandbox.store.customer("live", customer.id) is None
+
+
+def test_many_updates_keep_list_order_and_indexes_consistent(
+    sandbox: SandboxServer, client: stripe.StripeClient
+) -> None:
+    ids = [client.v1.customers.create({"email": f"u{i}@example.com"}).id for i in range(5)]
+    before = [c.id for c in client.v1.customers.list({}).data]
+    for number, customer_id in enumerate(ids):
+        client.v1.customers.update(customer_id, {"email": f"v{number}@example.com"})
+    assert [c.id for c in client.v1.customers.list({}).data] == before
+    assert client.v1.customers.list({"email": "u0@example.com"}).data == []
+    assert [c.id for c in client.v1.customers.list({"email": "v3@example.com"}).data] == [ids[3]]

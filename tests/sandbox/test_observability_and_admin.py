@@ -119,3 +119,18 @@ def test_admin_load_config_and_faults(raw: Raw, sandbox: SandboxServer) -> None:
     assert bad.status_code == 400
     assert "nonsense" in bad.json()["error"]["message"]
     assert raw("GET", "/_sandbox/nowhere").status_code == 404
+
+
+def test_card_numbers_and_cvcs_stay_out_of_the_log(raw: Raw, sandbox: SandboxServer) -> None:
+    data = {
+        "type": "card",
+        "card[number]": "4242424242424242",
+        "card[exp_month]": "1",
+        "card[exp_year]": "2040",
+        "card[cvc]": "314",
+    }
+    assert raw("POST", "/v1/payment_methods", data=data).status_code == 200
+    card = sandbox.request_log.entries()[-1].params["card"]
+    assert card["number"] == "************4242"
+    assert card["cvc"] == "***"
+    assert card["exp_year"] == "2040"
