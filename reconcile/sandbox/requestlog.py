@@ -16,6 +16,8 @@ class RequestRecord:
     mode: str | None  # None when the key was missing or unknown
     method: str
     path: str
+    # Decoded and nested as the handlers see them: `created[lt]=5` is {"created": {"lt": "5"}},
+    # `expand[]=a` is {"expand": {"0": "a"}}; values stay strings; card numbers are redacted.
     params: dict[str, Any]
     status: int  # 0 when the connection was dropped on purpose
     idempotency_key: str | None
