@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from tests.seeded import SeededWorld, build_world
 
 POSTGRES_URL = os.environ.get(
     "STRIPE_RECONCILE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -59,3 +63,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
         return f"sqlite:///{tmp_path}/db.sqlite"  # type: ignore[str-bytes-safe]
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """One sandbox for the session; `world` resets it for each test."""
+    with SandboxServer(SandboxConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def world(sandbox_server: SandboxServer, tmp_path: Path) -> SeededWorld:
+    """A seeded sandbox account and its SQLite users database."""
+    return build_world(sandbox_server, tmp_path, f"sqlite:///{tmp_path / 'users.db'}", seed=1)

@@ -54,6 +54,10 @@ class SandboxState:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     random: random.Random = field(default_factory=random.Random)
+    # Keys Stripe would refuse although well-formed (rolled or deleted in the dashboard).
+    revoked_keys: set[str] = field(default_factory=set)
+    # Restricted keys granted read access only: writes answer 403 as Stripe does.
+    read_only_keys: set[str] = field(default_factory=set)
     in_flight: int = 0  # API requests between arrival and answer, on the loop's thread
     max_in_flight: int = 0
 
@@ -163,6 +167,18 @@ class _Api:
         self.state.request_log.append(RequestRecord(**record))
         return response
 
+    def _check_key_permissions(self, request: web.Request) -> None:
+        key = _key_of(request) or ""
+        if key in self.state.revoked_keys:
+            raise ApiError(401, f"Expired API Key provided: {_masked(key)}")
+        if key in self.state.read_only_keys and request.method in ("POST", "DELETE"):
+            raise ApiError(
+                403,
+                f"The provided key '{_masked(key)}' does not have the required permissions for "
+                "this endpoint on account 'acct_sandbox'. Having the 'rak_customer_write' "
+                "permission would allow this request to continue.",
+            )
+
     async def _answer(
         self, request: web.Request, request_id: str, record: dict[str, Any]
     ) -> web.StreamResponse:
@@ -175,6 +191,7 @@ class _Api:
         record["params"] = _redacted(params)
         mode = _mode_of(request)
         record["mode"] = mode
+        self._check_key_permissions(request)
         found = api.match_route(request.method, request.path)
         if found is None:
             raise ApiError(

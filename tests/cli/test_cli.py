@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from jobs.cli import cli
 from jobs.state import StateStore
-from tests.integration.conftest import TEST_KEY, SeededWorld
+from tests.seeded import TEST_KEY, SeededWorld
 
+REVOKED_KEY = "sk_test_" + "Unknown0000000000zzzz"
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -98,6 +99,7 @@ def test_bad_configuration_exits_2(world: SeededWorld, tmp_path: Path) -> None:
 def test_refused_key_exits_3_without_showing_it(world: SeededWorld, tmp_path: Path) -> None:
     config = write_config(world, tmp_path)
     key = "sk_test_" + "Revoked0000000000wxyz"
+    world.sandbox.state.revoked_keys.add(key)
     result = invoke(["run", "reconcile", "--config", str(config)], env_for(world, key=key))
     line = one_error_line(result)
     assert result.exit_code == 3
@@ -136,7 +138,7 @@ def test_check_passes_and_shows_the_key_masked(world: SeededWorld, tmp_path: Pat
     ("key", "overrides", "code", "expected"),
     [
         ("", {}, 2, "STRIPE_SECRET_KEY is empty"),
-        ("sk_test_" + "Unknown0000000000zzzz", {}, 3, "refused"),
+        (REVOKED_KEY, {}, 3, "refused"),
         (TEST_KEY, {"email_column": "mail"}, 4, "column 'mail'"),
     ],
 )
@@ -149,6 +151,8 @@ def test_check_names_each_problem(
     expected: str,
 ) -> None:
     config = write_config(world, tmp_path, **overrides)
+    world.sandbox.state.revoked_keys.add(REVOKED_KEY)
     result = invoke(["check", "--config", str(config)], env_for(world, key=key))
     assert result.exit_code == code
-    assert expected in result.stdout
+    assert expected in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,14 +1,11 @@
-"""A seeded sandbox and a matching users database, shared by the end-to-end tests."""
+"""A seeded sandbox and a matching users database, for the end-to-end and CLI tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from reconcile.sandbox.runner import SandboxServer
 from reconcile.sandbox.seed import (
     SeededAccount,
     generate_account,
@@ -29,12 +26,6 @@ class SeededWorld:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
-def sandbox_server() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig()) as server:
-        yield server
-
-
 def build_world(
     sandbox: SandboxServer, tmp_path: Path, users_url: str, *, seed: int, customers: int = 400
 ) -> SeededWorld:
@@ -52,8 +43,3 @@ def build_world(
         }
     )
     return SeededWorld(sandbox, account, users_url, settings)
-
-
-@pytest.fixture
-def world(sandbox_server: SandboxServer, tmp_path: Path) -> SeededWorld:
-    return build_world(sandbox_server, tmp_path, f"sqlite:///{tmp_path / 'users.db'}", seed=1)
