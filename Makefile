@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-sandbox clean
+.PHONY: demo test lint bench-sandbox bench-compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ lint: $(STAMP)
 
 bench-sandbox: $(STAMP)
 	$(BIN)/python bench/sandbox_bench.py
+
+bench-compare: $(STAMP)
+	$(BIN)/python bench/compare_bench.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache

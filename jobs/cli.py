@@ -88,15 +88,14 @@ def load(ctx: click.Context, config_path: Path | None) -> Settings:
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    help="Least severe log events to write to stderr.",
+    default=None,
+    help="Least severe log events to write to stderr [default: info; warning for demo].",
 )
 @click.version_option(package_name="stripe-reconcile")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: Path | None, log_level: str | None) -> None:
     """Reconcile Stripe customers with your user database, and repair them safely."""
-    configure_logging(log_level)
+    configure_logging(log_level or ("warning" if ctx.invoked_subcommand == "demo" else "info"))
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
 
@@ -178,6 +177,17 @@ def demo(ctx: click.Context, customers: int, seed: int, out_dir: Path | None) ->
 @click.option("--latency-ms", default=0.0, show_default=True, help="Added to every response.")
 @click.option("--jitter-ms", default=0.0, show_default=True, help="Random extra latency, 0..N.")
 @click.option("--no-rate-limits", is_flag=True, help="Never answer 429.")
+@click.option(
+    "--users-db",
+    default=None,
+    help="With --seed-customers: write the matching users table here (SQLite path or URL).",
+)
+@click.option(
+    "--ground-truth",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --seed-customers: write the planted anomalies here (JSON).",
+)
 def sandbox(
     port: int,
     host: str,
@@ -186,8 +196,16 @@ def sandbox(
     latency_ms: float,
     jitter_ms: float,
     no_rate_limits: bool,
+    users_db: str | None,
+    ground_truth: Path | None,
 ) -> None:
     """Serve the Stripe-compatible sandbox in the foreground (Ctrl-C stops it)."""
+    if not 0 <= port <= 65535:
+        raise click.BadParameter("must be between 0 and 65535", param_hint="--port")
+    if seed_customers < 0 or latency_ms < 0 or jitter_ms < 0:
+        raise click.BadParameter("must not be negative", param_hint="--seed-customers/--latency-ms")
+    if (users_db or ground_truth) and not seed_customers:
+        raise click.BadParameter("needs --seed-customers N", param_hint="--users-db/--ground-truth")
     from reconcile.sandbox.ratelimit import RateLimits
     from reconcile.sandbox.runner import SandboxConfig, serve_forever
 
@@ -200,6 +218,8 @@ def sandbox(
             seed_customers=seed_customers,
             seed=seed,
             limits=RateLimits(enabled=not no_rate_limits),
+            users_db=users_db,
+            ground_truth_path=ground_truth,
         )
     )
 

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from aiohttp import web
 from reconcile.sandbox.faults import FaultInjector
 from reconcile.sandbox.ratelimit import RateLimits
 from reconcile.sandbox.requestlog import RequestLog
-from reconcile.sandbox.server import SandboxState, build_app, seed_store
+from reconcile.sandbox.server import SandboxState, build_app, load_account
 from reconcile.sandbox.store import SandboxStore
 
 __all__ = ["RateLimits", "SandboxConfig", "SandboxServer", "serve_forever"]
@@ -37,6 +38,10 @@ class SandboxConfig:
     drop_rate: float = 0.0  # probability of a dropped connection
     fault_seed: int | None = None
     max_log_entries: int = 1_000_000
+    # With seed_customers: where to write the matching users database (a SQLAlchemy URL or
+    # a SQLite path) and the ground truth (the planted anomalies, as JSON).
+    users_db: str | None = None
+    ground_truth_path: Path | None = None
 
 
 def _state_for(config: SandboxConfig) -> SandboxState:
@@ -50,7 +55,14 @@ def _state_for(config: SandboxConfig) -> SandboxState:
         jitter_ms=config.jitter_ms,
     )
     if config.seed_customers > 0:
-        seed_store(state.store, "test", config.seed_customers, seed=config.seed)
+        from reconcile.sandbox.seed import generate_account, write_ground_truth, write_users_db
+
+        account = generate_account(config.seed_customers, seed=config.seed)
+        load_account(state.store, "test", account)
+        if config.users_db:
+            write_users_db(account, config.users_db)
+        if config.ground_truth_path is not None:
+            write_ground_truth(account, config.ground_truth_path)
     return state
 
 
