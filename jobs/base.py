@@ -15,6 +15,7 @@ from reconcile.settings import Settings
 from reconcile.userdb import UserDB
 
 if TYPE_CHECKING:
+    from jobs.state import StateStore
     from reconcile.gateway import StripeGateway
 
 __all__ = ["Job", "JobContext", "JobResult"]
@@ -25,6 +26,7 @@ class JobContext:
     settings: Settings
     gateway: StripeGateway
     userdb: UserDB
+    state: StateStore
     run_id: str
     started_at: datetime
     out_dir: Path
@@ -41,6 +43,9 @@ class JobResult:
     findings: pd.DataFrame = field(default_factory=empty_findings)
     facts: dict[str, Any] = field(default_factory=dict)
     extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Writes that were attempted and failed (each one is in the audit log); the run
+    # goes on past them and exits 6.
+    failed_actions: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
-"""The run lifecycle around a job: lock, run record, gateway, reports, exit code."""
+"""The run lifecycle around a job: lock, run record, gateway, reports, delivery, exit code.
+
+A job only computes; this module owns everything around it, so every job gets the
+same guarantees: two runs of one job never overlap, a run is recorded whatever
+happens to it, its report folder appears whole or not at all, and the exit code
+says what cron or Kubernetes should do about it.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +20,15 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from jobs.base import Job, JobContext
+from jobs.base import Job, JobContext, JobResult
 from jobs.state import StateStore
-from reconcile.errors import EXIT_FINDINGS, EXIT_OK, ReconcileError
+from reconcile.errors import (
+    EXIT_ACTIONS_FAILED,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    DeliveryError,
+    ReconcileError,
+)
 from reconcile.findings import Severity
 from reconcile.gateway import StripeGateway
 from reconcile.logs import get_logger
@@ -24,7 +36,14 @@ from reconcile.settings import Settings
 from reconcile.userdb import UserDB
 from reports.writer import new_run_id, write_run_reports
 
-__all__ = ["LEASE_SECONDS", "RunOutcome", "execute_job", "severity_at_least"]
+__all__ = [
+    "LEASE_SECONDS",
+    "AfterRun",
+    "RunOutcome",
+    "build_gateway",
+    "execute_job",
+    "severity_at_least",
+]
 
 log = get_logger(__name__)
 
@@ -38,7 +57,13 @@ class RunOutcome:
     run_dir: Path
     summary: dict[str, Any]
     findings: pd.DataFrame
+    result: JobResult
     exit_code: int
+
+
+# Called after the report folder is in place (email, metrics). Raising DeliveryError
+# keeps the reports and the succeeded run record, and turns the exit code into 7.
+AfterRun = Callable[[RunOutcome, Settings], None]
 
 
 def severity_at_least(severity: str, threshold: str) -> bool:
@@ -49,88 +74,6 @@ def _owner(run_id: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
 
 
-def execute_job(
-    job: Job,
-    settings: Settings,
-    *,
-    out_dir: Path | None = None,
-    options: Mapping[str, Any] | None = None,
-    fail_on: str | None = None,
-    gateway_factory: Callable[[Settings], StripeGateway] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> RunOutcome:
-    """Run one job to completion; raises ReconcileError subclasses with their exit codes."""
-    started_at = now()
-    run_id = new_run_id(started_at)
-    out = out_dir or settings.reports.out
-    gateway = (gateway_factory or build_gateway)(settings)
-    state = StateStore(settings.state.url)
-    structlog.contextvars.bind_contextvars(run_id=run_id, job=job.name)
-    try:
-        with state.lease(job.name, _owner(run_id), LEASE_SECONDS):
-            state.start_run(run_id, job.name, started_at=started_at, mode=gateway.mode.value)
-            log.info("run started", mode=gateway.mode.value, key=gateway.masked_key)
-            clock_start = time.monotonic()
-            userdb = UserDB(settings.userdb)
-            try:
-                ctx = JobContext(
-                    settings=settings,
-                    gateway=gateway,
-                    userdb=userdb,
-                    run_id=run_id,
-                    started_at=started_at,
-                    out_dir=out,
-                    dry_run=not (options or {}).get("apply", False),
-                    options=options or {},
-                )
-                result = job.run(ctx)
-                finished_at = now()
-                summary = _summary(
-                    job, run_id, gateway, started_at, finished_at, clock_start, result.facts
-                )
-                summary["counts_by_kind"] = _counts(result.findings)
-                run_dir = write_run_reports(
-                    out,
-                    job.name,
-                    run_id,
-                    result.findings,
-                    summary,
-                    formats=settings.reports.formats,
-                    extra_tables=result.extra_tables,
-                    file_mode=settings.reports.file_mode,
-                )
-            except BaseException as exc:
-                reason = exc.message if isinstance(exc, ReconcileError) else type(exc).__name__
-                state.finish_run(
-                    run_id,
-                    "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                    finished_at=now(),
-                    requests=dict(gateway.stats.by_endpoint),
-                    error=reason,
-                )
-                raise
-            finally:
-                userdb.close()
-            state.finish_run(
-                run_id,
-                "succeeded",
-                finished_at=finished_at,
-                counts=summary["counts_by_kind"],
-                requests=summary["requests_by_endpoint"],
-                report_dir=str(run_dir),
-            )
-            log.info("run finished", findings=len(result.findings), report_dir=str(run_dir))
-    finally:
-        structlog.contextvars.unbind_contextvars("run_id", "job")
-        state.close()
-    matched = fail_on is not None and any(
-        severity_at_least(s, fail_on) for s in result.findings["severity"]
-    )
-    return RunOutcome(
-        run_id, run_dir, summary, result.findings, EXIT_FINDINGS if matched else EXIT_OK
-    )
-
-
 def build_gateway(settings: Settings) -> StripeGateway:
     return StripeGateway(
         settings.require_key(),
@@ -139,9 +82,150 @@ def build_gateway(settings: Settings) -> StripeGateway:
     )
 
 
-def _counts(findings: Any) -> dict[str, int]:
-    counts = findings["kind"].value_counts().to_dict() if len(findings) else {}
-    return {str(kind): int(counts[kind]) for kind in sorted(counts)}
+def execute_job(
+    job: Job,
+    settings: Settings,
+    *,
+    out_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    fail_on: str | None = None,
+    gateway_factory: Callable[[Settings], StripeGateway] | None = None,
+    after_run: Sequence[AfterRun] = (),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RunOutcome:
+    """Run one job to completion; raises ReconcileError subclasses with their exit codes."""
+    started_at = now()
+    run_id = new_run_id(started_at)
+    gateway = (gateway_factory or build_gateway)(settings)
+    state = StateStore(settings.state.url)
+    structlog.contextvars.bind_contextvars(run_id=run_id, job=job.name)
+    try:
+        with state.lease(job.name, _owner(run_id), LEASE_SECONDS):
+            outcome = _run_recorded(
+                job,
+                settings,
+                state,
+                gateway,
+                run_id=run_id,
+                started_at=started_at,
+                out_dir=out_dir or settings.reports.out,
+                options=options or {},
+                fail_on=fail_on,
+                now=now,
+            )
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id", "job")
+        state.close()
+    _deliver(outcome, settings, after_run)
+    return outcome
+
+
+def _run_recorded(
+    job: Job,
+    settings: Settings,
+    state: StateStore,
+    gateway: StripeGateway,
+    *,
+    run_id: str,
+    started_at: datetime,
+    out_dir: Path,
+    options: Mapping[str, Any],
+    fail_on: str | None,
+    now: Callable[[], datetime],
+) -> RunOutcome:
+    state.start_run(run_id, job.name, started_at=started_at, mode=gateway.mode.value)
+    log.info("run started", mode=gateway.mode.value, key=gateway.masked_key)
+    clock_start = time.monotonic()
+    userdb = UserDB(settings.userdb)
+    try:
+        ctx = JobContext(
+            settings=settings,
+            gateway=gateway,
+            userdb=userdb,
+            state=state,
+            run_id=run_id,
+            started_at=started_at,
+            out_dir=out_dir,
+            dry_run=not options.get("apply", False),
+            options=options,
+        )
+        result = job.run(ctx)
+        summary = _summary(job, run_id, gateway, started_at, now(), clock_start, result)
+        run_dir = write_run_reports(
+            out_dir,
+            job.name,
+            run_id,
+            result.findings,
+            summary,
+            formats=settings.reports.formats,
+            extra_tables=result.extra_tables,
+            file_mode=settings.reports.file_mode,
+        )
+    except BaseException as exc:
+        _record_failure(state, run_id, gateway, exc, now())
+        raise
+    finally:
+        userdb.close()
+    state.finish_run(
+        run_id,
+        summary["status"],
+        finished_at=now(),
+        counts=summary["counts_by_kind"],
+        requests=summary["requests_by_endpoint"],
+        report_dir=str(run_dir),
+        error=(
+            f"{result.failed_actions} action(s) failed; see audit.csv"
+            if result.failed_actions
+            else None
+        ),
+    )
+    log.info("run finished", findings=len(result.findings), report_dir=str(run_dir))
+    return RunOutcome(
+        run_id, run_dir, summary, result.findings, result, _exit_code(result, fail_on)
+    )
+
+
+def _record_failure(
+    state: StateStore, run_id: str, gateway: StripeGateway, exc: BaseException, at: datetime
+) -> None:
+    reason = exc.message if isinstance(exc, ReconcileError) else type(exc).__name__
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
+    try:
+        state.finish_run(
+            run_id, status, finished_at=at, requests=dict(gateway.stats.by_endpoint), error=reason
+        )
+    except Exception:
+        # The original error matters more than a state DB that also failed: keep raising it.
+        log.exception("could not record the failed run")
+
+
+def _exit_code(result: JobResult, fail_on: str | None) -> int:
+    if result.failed_actions:
+        return EXIT_ACTIONS_FAILED
+    if fail_on is not None and any(
+        severity_at_least(s, fail_on) for s in result.findings["severity"]
+    ):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _deliver(outcome: RunOutcome, settings: Settings, after_run: Sequence[AfterRun]) -> None:
+    failures: list[str] = []
+    for step in after_run:
+        try:
+            step(outcome, settings)
+        except DeliveryError as exc:
+            log.error("delivery failed", reason=exc.message)
+            failures.append(exc.message)
+    if failures:
+        raise DeliveryError(f"{'; '.join(failures)} (the reports are kept in {outcome.run_dir})")
+
+
+def _counts(findings: pd.DataFrame) -> dict[str, int]:
+    counts = findings["kind"].value_counts()
+    return {
+        str(kind): int(count) for kind, count in sorted(counts.items(), key=lambda kv: str(kv[0]))
+    }
 
 
 def _summary(
@@ -151,18 +235,19 @@ def _summary(
     started_at: datetime,
     finished_at: datetime,
     clock_start: float,
-    facts: Mapping[str, Any],
+    result: JobResult,
 ) -> dict[str, Any]:
     stats = gateway.stats
     return {
         "job": job.name,
         "run_id": run_id,
-        "status": "succeeded",
+        "status": "partial" if result.failed_actions else "succeeded",
         "mode": gateway.mode.value,
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "duration_seconds": round(time.monotonic() - clock_start, 3),
-        **facts,
+        **result.facts,
+        "counts_by_kind": _counts(result.findings),
         "requests_total": sum(stats.by_endpoint.values()),
         "requests_by_endpoint": dict(sorted(stats.by_endpoint.items())),
         "retries": stats.retries,

@@ -85,6 +85,8 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    # Completed, but some of its actions failed (recorded in the audit log).
+    PARTIAL = "partial"
 
 
 metadata = sa.MetaData()
@@ -283,7 +285,9 @@ class StateStore:
         """Close a run record with its outcome; `error` is kept as one line."""
         final = RunStatus(status)
         if final is RunStatus.RUNNING:
-            raise ValueError("finish_run needs a final status: succeeded, failed or interrupted")
+            raise ValueError(
+                "finish_run needs a final status: succeeded, partial, failed or interrupted"
+            )
         with self.engine.begin() as conn:
             result = conn.execute(
                 runs_table.update()

@@ -7,13 +7,16 @@ full key or personal data.
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_ACTIONS_FAILED",
     "EXIT_CONFIG",
+    "EXIT_DELIVERY_FAILED",
     "EXIT_FINDINGS",
     "EXIT_LOCKED",
     "EXIT_OK",
     "EXIT_STRIPE",
     "EXIT_USERDB",
     "ConfigError",
+    "DeliveryError",
     "LockHeldError",
     "ReconcileError",
     "StripeAuthError",
@@ -29,6 +32,8 @@ EXIT_CONFIG = 2
 EXIT_STRIPE = 3
 EXIT_USERDB = 4
 EXIT_LOCKED = 5
+EXIT_ACTIONS_FAILED = 6
+EXIT_DELIVERY_FAILED = 7
 
 
 class ReconcileError(Exception):
@@ -74,6 +79,12 @@ class UserDBError(ReconcileError):
     """The user database is unreachable or does not have the configured table or columns."""
 
     exit_code = EXIT_USERDB
+
+
+class DeliveryError(ReconcileError):
+    """The run completed and its reports are kept, but sending them (email, metrics) failed."""
+
+    exit_code = EXIT_DELIVERY_FAILED
 
 
 class LockHeldError(ReconcileError):
