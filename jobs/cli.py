@@ -7,74 +7,15 @@ no traceback reaches the user.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from jobs.cli_support import ReconcileGroup, config_option, fail_on_option, load, out_option
 from jobs.registry import JOBS
-from reconcile.errors import EXIT_CONFIG, ReconcileError
-from reconcile.logs import configure_logging, get_logger, redact_text
-from reconcile.settings import Settings, load_settings
+from reconcile.logs import configure_logging
 
 __all__ = ["cli", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_INTERNAL = 70
-log = get_logger(__name__)
-
-
-class ReconcileClickError(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        # click declares exit_code on the class; the instance's own value shadows it.
-        vars(self)["exit_code"] = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"stripe-reconcile: error: {self.format_message()}", err=True)
-
-
-class ReconcileGroup(click.Group):
-    """Turns the project's errors (and any surprise) into one line and an exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ReconcileError as exc:
-            raise ReconcileClickError(redact_text(exc.message), exc.exit_code) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            raise ReconcileClickError("interrupted; nothing half-written was kept", 130) from None
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise ReconcileClickError(
-                f"{exc.strerror or exc}{where}: check the path, its permissions and free space",
-                EXIT_CONFIG,
-            ) from None
-        except Exception as exc:
-            log.exception("internal error")
-            raise ReconcileClickError(
-                f"internal error ({type(exc).__name__}: {redact_text(str(exc))[:200]}); "
-                "this is a bug: please report it with the log",
-                EXIT_INTERNAL,
-            ) from None
-
-
-def config_option(func: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="TOML configuration file (default: $STRIPE_RECONCILE_CONFIG, else built-in defaults).",
-    )(func)
-
-
-def load(ctx: click.Context, config_path: Path | None) -> Settings:
-    settings = load_settings(config_path or ctx.obj.get("config_path"))
-    return settings
 
 
 @click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,29 +46,10 @@ def run() -> None:
     """Run one job now (dry run unless the job says otherwise)."""
 
 
-def _fail_on_option(func: F) -> F:
-    return click.option(
-        "--fail-on",
-        type=click.Choice(["info", "warning", "error"]),
-        default=None,
-        help="Exit 1 when a finding of this severity or worse is reported.",
-    )(func)
-
-
-def _out_option(func: F) -> F:
-    return click.option(
-        "--out",
-        "out_dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="Output folder (default: [reports] out, ./output).",
-    )(func)
-
-
 @run.command("reconcile")
 @config_option
-@_out_option
-@_fail_on_option
+@out_option
+@fail_on_option
 @click.pass_context
 def run_reconcile(
     ctx: click.Context, config_path: Path | None, out_dir: Path | None, fail_on: str | None
@@ -158,7 +80,7 @@ def check(ctx: click.Context, config_path: Path | None) -> None:
 @cli.command()
 @click.option("--customers", default=3000, show_default=True, help="Customers to seed.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the generated account.")
-@_out_option
+@out_option
 @click.pass_context
 def demo(ctx: click.Context, customers: int, seed: int, out_dir: Path | None) -> None:
     """Start the sandbox, seed an account with planted anomalies, run every read-only job."""
@@ -222,6 +144,9 @@ def sandbox(
             ground_truth_path=ground_truth,
         )
     )
+
+
+# Commands defined in their own modules are attached here, one line each.
 
 
 def main() -> None:
