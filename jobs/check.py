@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from reconcile.errors import EXIT_OK, ReconcileError
 from reconcile.gateway import StripeGateway
+from reconcile.limiter import MODE_LIMITS
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB, safe_url
 
@@ -41,7 +42,7 @@ def run_checks(
         echo(f"ok    key {mask_key(key)} ({mode.value} mode)")
         echo(
             f"ok    rate limit {settings.max_requests_per_second():g} requests/s "
-            f"(Stripe's {mode.value}-mode limit is {25 if mode.value == 'test' else 100}/s)"
+            f"(Stripe's {mode.value}-mode limit is {MODE_LIMITS[mode]:g}/s)"
         )
         api = settings.stripe.api_base or "https://api.stripe.com"
         try:

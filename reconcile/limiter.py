@@ -216,7 +216,8 @@ def global_limit_for(mode: Mode, max_requests_per_second: float = 0) -> float:
         return mode_limit
     if not 0 < max_requests_per_second <= mode_limit or math.isnan(max_requests_per_second):
         raise ConfigError(
-            f"stripe.max_requests_per_second = {max_requests_per_second} is outside 0 to "
-            f"{mode_limit:g} for a {mode.value}-mode key: use 0 for the mode's limit, or lower"
+            f"[stripe] max_requests_per_second = {max_requests_per_second:g} is above Stripe's "
+            f"{mode.value}-mode limit of {mode_limit:g}/s: set it to {mode_limit:g} or lower "
+            "(0 means the mode's limit)"
         )
     return max_requests_per_second

@@ -17,11 +17,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from reconcile.errors import ConfigError
+from reconcile.limiter import global_limit_for
 from reconcile.mode import Mode, mode_of_key
 
 __all__ = [
     "CONFIG_ENV",
-    "MODE_REQUEST_LIMITS",
     "ReportsSettings",
     "Settings",
     "StateSettings",
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 CONFIG_ENV = "STRIPE_RECONCILE_CONFIG"
-MODE_REQUEST_LIMITS: Mapping[Mode, float] = {Mode.TEST: 25.0, Mode.LIVE: 100.0}
 
 ReportFormat = Literal["csv", "parquet"]
 _ALL_FORMATS: tuple[ReportFormat, ...] = ("csv", "parquet")
@@ -151,8 +150,7 @@ class Settings(_Section):
 
     def max_requests_per_second(self) -> float:
         """The global request budget: the mode's limit unless a lower one is set."""
-        limit = MODE_REQUEST_LIMITS[self.mode]
-        return self.stripe.max_requests_per_second or limit
+        return global_limit_for(self.mode, self.stripe.max_requests_per_second)
 
 
 def _check_metadata_key(key: str) -> None:
@@ -238,16 +236,5 @@ def load_settings(
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_describe_error(first)}{more}") from None
     if settings.secret_key is not None:
-        _check_rate_against_mode(settings)
+        settings.max_requests_per_second()  # a rate above the key's mode is refused now
     return settings
-
-
-def _check_rate_against_mode(settings: Settings) -> None:
-    mode = settings.mode
-    limit = MODE_REQUEST_LIMITS[mode]
-    wanted = settings.stripe.max_requests_per_second
-    if wanted > limit:
-        raise ConfigError(
-            f"[stripe] max_requests_per_second = {wanted:g} is above Stripe's {mode.value}-mode "
-            f"limit of {limit:g}/s: set it to {limit:g} or lower (0 means the mode's limit)"
-        )
