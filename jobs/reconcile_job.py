@@ -11,6 +11,7 @@ from jobs.base import Job, JobContext, JobResult
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
 from reconcile.errors import StripeNotFoundError
 from reconcile.logs import get_logger
+from reconcile.mode import Mode
 from reconcile.pager import iter_customers
 from reconcile.settings import UserDBSettings
 from reconcile.snapshots import customers_frame
@@ -22,13 +23,14 @@ log = get_logger(__name__)
 MissingCause = Literal["deleted", "other_mode", "absent"]
 
 
-def compare_config(settings: UserDBSettings) -> CompareConfig:
+def compare_config(settings: UserDBSettings, key_mode: Mode | None = None) -> CompareConfig:
     return CompareConfig(
         user_id_metadata_key=settings.user_id_metadata_key,
         metadata_keys=settings.metadata_keys,
         compare_email=True,
         compare_name=settings.name_column is not None,
         scope=dict(settings.scope),
+        key_mode=None if key_mode is None else key_mode.value,
     )
 
 
@@ -76,7 +78,7 @@ def run(ctx: JobContext) -> JobResult:
     causes, late = classify_missing(ctx, missing_customer_ids(customers, users))
     if late:
         customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
-    findings = compare_all(customers, users, compare_config(settings), causes)
+    findings = compare_all(customers, users, compare_config(settings, ctx.gateway.mode), causes)
     return JobResult(
         findings=findings,
         facts={

@@ -54,6 +54,9 @@ class CompareConfig:
     compare_email: bool = True
     compare_name: bool = True
     scope: Mapping[str, str] = field(default_factory=dict)
+    # The key's mode ("test" or "live"), so a missing customer of the other mode is
+    # explained in plain words; None keeps the sentence generic.
+    key_mode: Literal["test", "live"] | None = None
 
     def customer_metadata_keys(self) -> tuple[str, ...]:
         """Every metadata key the customers snapshot must carry for these rules."""
@@ -304,13 +307,28 @@ _MISSING_SENTENCES: Mapping[str, tuple[str, str]] = {
 }
 
 
+def _missing_sentences(key_mode: str | None) -> Mapping[str, tuple[str, str]]:
+    if key_mode is None:
+        return _MISSING_SENTENCES
+    other = "live" if key_mode == "test" else "test"
+    return {
+        **_MISSING_SENTENCES,
+        "other_mode": (
+            f", which is a {other}-mode customer while the key is a {key_mode}-mode key: the "
+            f"link was written with a {other}-mode key, or STRIPE_SECRET_KEY is of the wrong mode.",
+            f"check STRIPE_SECRET_KEY (use a {other}-mode key to reach this customer)",
+        ),
+    }
+
+
 def _missing_customer(s: _Snapshots, classification: Mapping[str, MissingCause]) -> pd.DataFrame:
     missing = _missing_users(s).reset_index(drop=True)
+    sentences = _missing_sentences(s.config.key_mode)
     cause = missing["customer_id"].map(dict(classification)).astype(STRING_DTYPE).fillna("")
-    known = cause.isin(list(_MISSING_SENTENCES))
+    known = cause.isin(list(sentences))
     cause = cause.where(known, "")
-    sentence = cause.map({k: v[0] for k, v in _MISSING_SENTENCES.items()}).astype(str)
-    action = cause.map({k: v[1] for k, v in _MISSING_SENTENCES.items()}).astype(str)
+    sentence = cause.map({k: v[0] for k, v in sentences.items()}).astype(str)
+    action = cause.map({k: v[1] for k, v in sentences.items()}).astype(str)
     detail = (
         "User "
         + missing["user_id"].astype(str)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from reconcile.compare import (
@@ -212,6 +214,15 @@ def test_missing_customer_explains_each_cause() -> None:
     assert rows["4"]["stripe_value"] == ""
     assert "not looked up" in rows["4"]["detail"]
     assert rows["2"]["customer_id"] == "cus_live"
+
+
+def test_missing_customer_of_the_other_mode_names_both_modes() -> None:
+    local = users(user(2, customer_id="cus_live"))
+    config = dataclasses.replace(SCOPED, key_mode="test")
+    found = missing_customer(customers(), local, config, {"cus_live": "other_mode"})
+    detail = found["detail"].iloc[0]
+    assert "a live-mode customer while the key is a test-mode key" in detail
+    assert "use a live-mode key" in found["suggested_action"].iloc[0]
 
 
 # --- unlinked_user -------------------------------------------------------------------------
