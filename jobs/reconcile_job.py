@@ -9,18 +9,27 @@ import pandas as pd
 
 from jobs.base import Job, JobContext, JobResult
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
-from reconcile.errors import StripeNotFoundError
+from reconcile.errors import ConfigError, StripeNotFoundError
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
 from reconcile.pager import iter_customers
 from reconcile.settings import UserDBSettings
 from reconcile.snapshots import customers_frame
 
-__all__ = ["JOB", "classify_missing", "compare_config", "metadata_keys_needed"]
+__all__ = [
+    "JOB",
+    "WRONG_MODE_SAMPLE",
+    "classify_missing",
+    "compare_config",
+    "metadata_keys_needed",
+    "wrong_mode_suspected",
+]
 
 log = get_logger(__name__)
 
 MissingCause = Literal["deleted", "other_mode", "absent"]
+# Missing ids looked up before deciding that the key, not the data, is of the wrong mode.
+WRONG_MODE_SAMPLE = 10
 
 
 def compare_config(settings: UserDBSettings, key_mode: Mode | None = None) -> CompareConfig:
@@ -39,26 +48,52 @@ def metadata_keys_needed(settings: UserDBSettings) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def wrong_mode_suspected(linked_users: int, missing: int, sampled: int, other_mode: int) -> bool:
+    """Most linked users' customers are missing and most of a sample of them exist in the
+    other mode: the key is of the wrong mode, not the data. (Deleted and mistyped ids make
+    up the rest of the sample: they are missing in both modes.)"""
+    return (
+        linked_users > 0
+        and missing * 2 > linked_users
+        and sampled == min(missing, WRONG_MODE_SAMPLE)
+        and other_mode * 5 >= sampled * 4
+    )
+
+
 def classify_missing(
-    ctx: JobContext, customer_ids: Iterable[str]
+    ctx: JobContext, customer_ids: Iterable[str], *, linked_users: int = 0
 ) -> tuple[dict[str, MissingCause], list[dict[str, Any]]]:
     """Retrieve each missing id once: deleted, of the other mode, absent — or created meanwhile.
 
     A customer created after the listing's fixed upper bound is not missing; it is
-    returned so the caller can add it to the snapshot.
+    returned so the caller can add it to the snapshot. When most linked users' customers
+    exist in the other mode, the run stops with a ConfigError after a small sample
+    rather than report every user as missing.
     """
     causes: dict[str, MissingCause] = {}
     late: list[dict[str, Any]] = []
-    for customer_id in customer_ids:
+    ids = list(customer_ids)
+    for number, customer_id in enumerate(ids, start=1):
         try:
             found = ctx.gateway.retrieve_customer(customer_id)
         except StripeNotFoundError as exc:
             causes[customer_id] = "other_mode" if exc.other_mode else "absent"
-            continue
-        if found.get("deleted"):
-            causes[customer_id] = "deleted"
         else:
-            late.append(found)
+            if found.get("deleted"):
+                causes[customer_id] = "deleted"
+            else:
+                late.append(found)
+        other_mode = sum(cause == "other_mode" for cause in causes.values())
+        if number <= WRONG_MODE_SAMPLE and wrong_mode_suspected(
+            linked_users, len(ids), number, other_mode
+        ):
+            raise ConfigError(
+                f"{len(ids)} of {linked_users} linked users' customer ids are missing in "
+                f"{ctx.gateway.mode.value} mode and most of those looked up exist in "
+                f"{ctx.gateway.mode.other.value} mode: the key {ctx.gateway.masked_key} is of "
+                f"the wrong mode; set STRIPE_SECRET_KEY to a {ctx.gateway.mode.other.value}-mode "
+                "key"
+            )
     return causes, late
 
 
@@ -75,7 +110,11 @@ def run(ctx: JobContext) -> JobResult:
     customers = customers_frame(records, keys)
     log.info("customers listed", customers=len(customers), created_lt=created_lt)
 
-    causes, late = classify_missing(ctx, missing_customer_ids(customers, users))
+    causes, late = classify_missing(
+        ctx,
+        missing_customer_ids(customers, users),
+        linked_users=int(users["customer_id"].notna().sum()),
+    )
     if late:
         customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
     findings = compare_all(customers, users, compare_config(settings, ctx.gateway.mode), causes)

@@ -32,6 +32,7 @@ from reconcile.errors import (
 from reconcile.findings import Severity
 from reconcile.gateway import StripeGateway
 from reconcile.logs import get_logger
+from reconcile.retry import RetryPolicy
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB
 from reports.writer import new_run_id, write_run_reports
@@ -42,6 +43,7 @@ __all__ = [
     "RunOutcome",
     "build_gateway",
     "execute_job",
+    "retry_policy",
     "severity_at_least",
 ]
 
@@ -79,6 +81,14 @@ def build_gateway(settings: Settings) -> StripeGateway:
         settings.require_key(),
         api_base=settings.stripe.api_base,
         max_requests_per_second=settings.stripe.max_requests_per_second,
+        policy=retry_policy(settings),
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    first = settings.stripe.retry_initial_delay
+    return RetryPolicy(
+        max_retries=settings.stripe.max_retries, initial_delay=first, max_delay=8 * first
     )
 
 

@@ -43,12 +43,14 @@ class StripeGateway:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         http_client: stripe.HTTPClient | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.mode: Mode = mode_of_key(api_key)
         self.masked_key = mask_key(api_key)
         self.api_base = api_base.rstrip("/") if api_base else DEFAULT_API_BASE
         self.limiter = limiter or RequestLimiter.for_mode(self.mode, max_requests_per_second)
-        self.policy = RetryPolicy(max_retries=max_retries)
+        # A policy, when given, wins over max_retries (its delays too: tests shorten them).
+        self.policy = policy or RetryPolicy(max_retries=max_retries)
         self.stats = RequestStats()
         # Whether the server accepts list filters on `created`: None until the pager knows.
         self.created_filter_supported: bool | None = None

@@ -44,6 +44,10 @@ class _Section(BaseModel):
 class StripeSettings(_Section):
     api_base: str | None = None
     max_requests_per_second: float = Field(default=0, ge=0)
+    # Retries of 429, 5xx and dropped connections; the backoff doubles from the first
+    # delay up to eight times it (1, 2, 4, 8 s by default).
+    max_retries: int = Field(default=5, ge=0, le=20)
+    retry_initial_delay: float = Field(default=1.0, gt=0, le=60)
 
     @field_validator("api_base")
     @classmethod

@@ -312,7 +312,7 @@ def test_disk_full_mid_write_leaves_nothing_and_says_so(
     assert str(tmp_path / "reconcile" / RUN_ID) in message
     assert "disk is full" in message
     assert isinstance(caught.value, ReconcileError)
-    assert caught.value.exit_code == 1
+    assert caught.value.exit_code == 2
     assert list((tmp_path / "reconcile").iterdir()) == []
 
 
