@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from jobs.cli_support import ReconcileGroup, config_option, fail_on_option, load, out_option
+from jobs.delivery import after_run_hooks, email_option
 from jobs.registry import JOBS
 from reconcile.logs import configure_logging
 
@@ -50,16 +51,27 @@ def run() -> None:
 @config_option
 @out_option
 @fail_on_option
+@email_option
 @click.pass_context
 def run_reconcile(
-    ctx: click.Context, config_path: Path | None, out_dir: Path | None, fail_on: str | None
+    ctx: click.Context,
+    config_path: Path | None,
+    out_dir: Path | None,
+    fail_on: str | None,
+    email: bool | None,
 ) -> None:
     """Find duplicates, orphans, missing and unlinked customers, and stale metadata."""
     from jobs.runner import execute_job
     from jobs.summary import format_summary
 
     settings = load(ctx, config_path)
-    outcome = execute_job(JOBS["reconcile"], settings, out_dir=out_dir, fail_on=fail_on)
+    outcome = execute_job(
+        JOBS["reconcile"],
+        settings,
+        out_dir=out_dir,
+        fail_on=fail_on,
+        after_run=after_run_hooks(settings, email),
+    )
     click.echo(format_summary(outcome.summary))
     click.echo(str(outcome.run_dir))
     ctx.exit(outcome.exit_code)
@@ -147,6 +159,22 @@ def sandbox(
 
 
 # Commands defined in their own modules are attached here, one line each.
+from jobs.commands_card_expiry import run_card_expiry  # noqa: E402
+
+run.add_command(run_card_expiry)
+from jobs.commands_maintenance import MAINTENANCE_COMMANDS  # noqa: E402
+from jobs.customer_commands import customer  # noqa: E402
+
+for _command in MAINTENANCE_COMMANDS:
+    run.add_command(_command)
+cli.add_command(customer)
+from jobs.commands_runs import add_resume_options, runs  # noqa: E402
+from jobs.commands_schedule import schedule, serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(schedule)
+cli.add_command(runs)
+add_resume_options(run)  # last: every `run JOB` attached above gets --resume
 
 
 def main() -> None:

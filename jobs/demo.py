@@ -14,6 +14,7 @@ from pathlib import Path
 from jobs.registry import JOBS, READ_ONLY_JOBS
 from jobs.runner import execute_job
 from jobs.summary import format_summary
+from reconcile.cardtruth import score_seeded_run
 from reconcile.groundtruth import score_findings
 from reconcile.settings import StateSettings, load_settings
 
@@ -82,5 +83,13 @@ def run_demo(*, customers: int, seed: int, out_dir: Path, echo: Callable[[str], 
                 echo(
                     f"  planted anomalies found: {score.expected - len(score.missed)} of "
                     f"{score.expected} (recall {score.recall:.0%}, precision {score.precision:.0%})"
+                )
+            elif name == "card-expiry":
+                cards = score_seeded_run(outcome.findings, account)
+                echo(
+                    f"  planted expired/expiring default cards found: "
+                    f"{cards.expected - len(cards.missed)} of {cards.expected} (recall "
+                    f"{cards.recall:.0%}, precision {cards.precision:.0%}); "
+                    f"reminders: {outcome.summary.get('reminders', '')}"
                 )
             echo(f"  reports: {outcome.run_dir}")

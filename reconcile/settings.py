@@ -19,9 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from reconcile.errors import ConfigError
 from reconcile.limiter import global_limit_for
 from reconcile.mode import Mode, mode_of_key
+from reconcile.unattended_settings import MetricsSettings, ResumeSettings, ScheduleSettings
 
 __all__ = [
     "CONFIG_ENV",
+    "CardExpirySettings",
+    "EmailSettings",
+    "MaintenanceSettings",
     "ReportsSettings",
     "Settings",
     "StateSettings",
@@ -132,11 +136,59 @@ class ReportsSettings(_Section):
         return list(dict.fromkeys(value))
 
 
+class EmailSettings(_Section):
+    """SMTP delivery of run reports and reminders; the password only from SMTP_PASSWORD."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    to: list[str] = Field(default_factory=list)
+    sender: str = Field(default="stripe-reconcile@localhost", alias="from")
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    timeout_seconds: float = Field(default=30, gt=0)
+    zip_above_bytes: int = Field(default=5_000_000, ge=0)
+    include_personal_data: bool = True
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.match(r"^[^@\s]+@[^@\s]+$", address):
+                raise ValueError(f"{address!r} is not an email address (name@example.com)")
+        return value
+
+
+class CardExpirySettings(_Section):
+    days: int = Field(default=30, ge=0, le=3650)
+    reminder_template: Path | None = None
+    remind_again_after_days: int | None = Field(default=None, ge=1)
+    # A Jinja2 template; `card` is the soonest-expiring card of the email, `name` the customer's.
+    subject: str = "Please update your card ending in {{ card.last4 }}"
+
+
+class MaintenanceSettings(_Section):
+    """The jobs that write (sync-metadata, link-users, dedupe, gdpr-delete, ...)."""
+
+    # sync-metadata: also push the user's email and name; delete a metadata key ("")
+    # when the mapped column is NULL (False: leave the key as it is).
+    sync_email: bool = False
+    sync_name: bool = False
+    delete_when_null: bool = True
+
+
 class Settings(_Section):
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     userdb: UserDBSettings = Field(default_factory=UserDBSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     reports: ReportsSettings = Field(default_factory=ReportsSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    resume: ResumeSettings = Field(default_factory=ResumeSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    card_expiry: CardExpirySettings = Field(default_factory=CardExpirySettings)
     secret_key: SecretStr | None = Field(default=None, exclude=True)
     config_path: Path | None = Field(default=None, exclude=True)
 

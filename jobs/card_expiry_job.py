@@ -1,0 +1,210 @@
+"""The card-expiry job: expiring and expired cards, and the reminders that keep billing going.
+
+Default scope: the customer listing with each default payment method expanded inline,
+one request per 100 customers. `--all-cards` (option `all_cards`): every card of every
+customer, one `GET /v1/customers/{id}/payment_methods` each, on a thread pool under the
+shared limiter. Customers outside `[userdb] scope` (unless a user links to them) are
+left out, as in reconcile.
+
+Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
+`confirm_live`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from jobs.base import Job, JobContext, JobResult
+from jobs.reconcile_job import compare_config, metadata_keys_needed
+from jobs.reminder_memory import ReminderMemory
+from jobs.reminders import due_reminders, load_templates, reminder_messages, send_reminders
+from reconcile.cards import (
+    REMINDER_COLUMNS,
+    card_findings,
+    card_from_object,
+    cards_frame,
+    customer_people,
+    reminder_candidates,
+)
+from reconcile.compare import in_scope
+from reconcile.errors import ConfigError
+from reconcile.gateway import StripeGateway
+from reconcile.logs import get_logger
+from reconcile.mode import Mode
+from reconcile.pager import iter_customers
+from reconcile.snapshots import customers_frame
+from reports.email import smtp_password
+
+__all__ = [
+    "CONFIRM_LIVE_ENV",
+    "DEFAULT_CARD_EXPANDS",
+    "JOB",
+    "PAYMENT_METHOD_WORKERS",
+    "default_cards",
+    "fetch_all_cards",
+    "live_send_confirmed",
+]
+
+log = get_logger(__name__)
+
+CONFIRM_LIVE_ENV = "STRIPE_RECONCILE_CONFIRM_LIVE"
+DEFAULT_CARD_EXPANDS = ("invoice_settings.default_payment_method", "default_source")
+# Enough to keep the limiter's budget busy at Stripe's latency (about 0.3 s a call);
+# the limiter, not the pool, sets the pace.
+PAYMENT_METHOD_WORKERS = 8
+
+
+def live_send_confirmed(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    return bool(options.get("confirm_live")) or env.get(CONFIRM_LIVE_ENV) == "1"
+
+
+def _default_of(record: Mapping[str, Any]) -> tuple[str | None, Any]:
+    """(id, object or None) of what invoices charge: the default payment method, else source."""
+    settings = record.get("invoice_settings")
+    pm = settings.get("default_payment_method") if isinstance(settings, Mapping) else None
+    if pm is None:
+        pm = record.get("default_payment_method")  # the seed generator's flat records
+    if pm is None:
+        pm = record.get("default_source")
+    if isinstance(pm, Mapping):
+        return (str(pm["id"]) if pm.get("id") else None), pm
+    return (str(pm) if pm else None), None
+
+
+def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The default card of each customer, from the listing's expanded objects."""
+    rows = []
+    for record in records:
+        _, obj = _default_of(record)
+        if obj is not None:
+            row = card_from_object(obj, str(record["id"]), is_default=True)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def fetch_all_cards(
+    gateway: StripeGateway,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    workers: int = PAYMENT_METHOD_WORKERS,
+) -> list[dict[str, Any]]:
+    """Every card of each customer, fetched concurrently; the legacy default source added."""
+    customers = [(str(r["id"]), *_default_of(r)) for r in records]
+
+    def cards_of(item: tuple[str, str | None, Any]) -> list[dict[str, Any]]:
+        customer_id, default_id, default_obj = item
+        rows = []
+        for pm in gateway.list_payment_methods(customer_id, type="card"):
+            row = card_from_object(pm, customer_id, is_default=pm.get("id") == default_id)
+            if row is not None:
+                rows.append(row)
+        listed = {row["payment_method_id"] for row in rows}
+        if default_obj is not None and default_id not in listed:
+            row = card_from_object(default_obj, customer_id, is_default=True)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cards") as pool:
+        # map keeps the input order, and cards_frame sorts anyway: the result is deterministic.
+        return [row for rows in pool.map(cards_of, customers) for row in rows]
+
+
+def _check_send(ctx: JobContext) -> str | None:
+    """Refuse a live send without confirmation before anything is read; the SMTP password."""
+    if not ctx.options.get("send"):
+        return None
+    if ctx.gateway.mode is Mode.LIVE and not live_send_confirmed(ctx.options, os.environ):
+        raise ConfigError(
+            "--send in live mode emails real customers: add --confirm-live (or set "
+            f"{CONFIRM_LIVE_ENV}=1); nothing was sent"
+        )
+    return smtp_password(ctx.settings.email, os.environ)
+
+
+def run(ctx: JobContext) -> JobResult:
+    settings = ctx.settings
+    wanted_days = ctx.options.get("days")
+    days = settings.card_expiry.days if wanted_days is None else int(wanted_days)
+    all_cards = bool(ctx.options.get("all_cards"))
+    send = bool(ctx.options.get("send"))
+    password = _check_send(ctx)
+    templates = load_templates(settings.card_expiry)
+
+    users = ctx.userdb.read_users()
+    created_lt = int(ctx.started_at.timestamp())
+    records = list(iter_customers(ctx.gateway, created_lt=created_lt, expand=DEFAULT_CARD_EXPANDS))
+    if records:
+        ctx.gateway.confirm_mode(records[0])
+    customers = customers_frame(records, metadata_keys_needed(settings.userdb))
+    scoped = in_scope(
+        customers, users, compare_config(settings.userdb, ctx.gateway.mode)
+    ).to_numpy()
+    customers = customers[scoped].reset_index(drop=True)
+    records = [record for record, keep in zip(records, scoped, strict=True) if keep]
+    log.info("customers listed", customers=len(customers), all_cards=all_cards)
+
+    rows = fetch_all_cards(ctx.gateway, records) if all_cards else default_cards(records)
+    cards = cards_frame(rows)
+    people = customer_people(customers, users, settings.userdb.user_id_metadata_key)
+    findings = card_findings(cards, customers, people, ctx.today, days=days, all_cards=all_cards)
+
+    candidates = reminder_candidates(cards, people, ctx.today, days)
+    memory = ReminderMemory(ctx.state.engine, ctx.gateway.mode.value)
+    history = memory.history(candidates["payment_method_id"].dropna().unique().tolist())
+    due = due_reminders(
+        candidates, history, ctx.started_at, settings.card_expiry.remind_again_after_days
+    )
+    messages = reminder_messages(due, templates, settings.email.sender)
+    facts: dict[str, Any] = {
+        "customers_scanned": len(customers),
+        "cards_scanned": len(cards),
+        "scope": "all cards" if all_cards else "default cards",
+        "window_days": days,
+        "reminders_due": len(due),
+        "reminder_emails_due": len(messages),
+        "reminders_already_sent": len(candidates) - len(due),
+    }
+    failed = 0
+    if send and messages:
+        outcome = send_reminders(
+            messages,
+            settings.email,
+            password,
+            memory,
+            run_id=ctx.run_id,
+            # The run's own clock: a run's reminders all carry its start time.
+            now=lambda: ctx.started_at,
+        )
+        failed = outcome.failed
+        facts["reminders"] = (
+            f"sent {outcome.messages_sent} email(s) for {outcome.cards_reminded} card(s)"
+        )
+        if outcome.failed:
+            facts["reminders"] += f", {outcome.failed} failed: {outcome.first_error}"
+    elif send:
+        facts["reminders"] = "sent 0: none due"
+    else:
+        facts["reminders"] = (
+            f"would send {len(messages)} email(s) for {len(due)} card(s); add --send to send"
+        )
+    return JobResult(
+        findings=findings,
+        facts=facts,
+        extra_tables={"reminders": due[list(REMINDER_COLUMNS)].reset_index(drop=True)},
+        failed_actions=failed,
+    )
+
+
+JOB = Job(
+    name="card-expiry",
+    description=(
+        "Expiring and expired cards (default cards, or every card with --all-cards), "
+        "cards without a default, duplicate cards; reminder emails with --send."
+    ),
+    run=run,
+)
