@@ -59,13 +59,10 @@ def due_reminders(
     remind_again_after_days: int | None,
 ) -> pd.DataFrame:
     """The candidates not yet reminded for this expiry, or due their one repeat."""
-    if candidates.empty:
+    if candidates.empty or history.empty:
         return candidates
-    past = history.astype({"exp_year": "int64", "exp_month": "int64"}) if len(history) else None
-    keyed = candidates.astype({"exp_year": "int64", "exp_month": "int64"})
-    if past is None:
-        return candidates
-    merged = keyed.merge(past, on=_KEY, how="left")
+    ints = {"exp_year": "int64", "exp_month": "int64"}
+    merged = candidates.astype(ints).merge(history.astype(ints), on=_KEY, how="left")
     never = merged["times_sent"].isna()
     due = never
     if remind_again_after_days is not None:

@@ -268,3 +268,31 @@ def test_a_custom_template_and_a_broken_one(
     )
     with pytest.raises(ConfigError, match="cannot be read"):
         run_card_expiry(world, missing)
+
+
+def test_cli_run_card_expiry_sends_and_prints_the_reminder_line(
+    world: SeededWorld, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[userdb]\nurl = "{world.settings.userdb.url}"\nscope = {{ env = "prod" }}\n'
+        f'[state]\nurl = "{world.settings.state.url}"\n[reports]\nout = "{tmp_path / "out"}"\n'
+        f'[email]\nfrom = "billing@example.com"\nsmtp_host = "{smtp_server.host}"\n'
+        f'smtp_port = {smtp_server.port}\nsecurity = "none"\n[card_expiry]\ndays = 45\n'
+    )
+    env = {"STRIPE_SECRET_KEY": TEST_KEY, "STRIPE_API_BASE": world.sandbox.url}
+    args = ["run", "card-expiry", "--send", "--config", str(config)]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    run_dir = Path(lines[-1])
+    assert lines[-2].startswith(f"  reminders: sent {len(smtp_server.received)} email(s)")
+    assert len(smtp_server.received) > 0
+    assert {r.mail_from for r in smtp_server.received} == {"billing@example.com"}
+    reminders = pd.read_csv(run_dir / "reminders.csv")
+    assert len(set(reminders["email"])) == len(smtp_server.received)
+    summary = (run_dir / "summary.json").read_text()
+    assert '"window_days": 45' in summary
+    again = CliRunner().invoke(cli, args, env=env)
+    assert "reminders: sent 0: none due" in again.stdout
+    assert len(smtp_server.received) == len(set(reminders["email"]))

@@ -61,3 +61,30 @@ def test_due_never_sent_or_after_the_interval_at_most_twice() -> None:
     assert due(T0, 7) == ["pm_new", "pm_renewed"]
     empty_history = history.iloc[0:0]
     assert len(due_reminders(wanted, empty_history, T0, None)) == 4
+
+
+def test_default_template_speaks_of_one_card_or_several() -> None:
+    from jobs.reminders import load_templates
+    from reconcile.settings import CardExpirySettings
+
+    templates = load_templates(CardExpirySettings())
+    soon = {
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": 2,
+        "exp_year": 2028,
+        "expires_on": "2028-02-29",
+        "days_left": 1,
+        "is_default": True,
+    }
+    gone = {**soon, "last4": "0005", "expires_on": "2028-01-31", "days_left": -28}
+    subject, body = templates.render("Zoë", "z@example.com", [soon])
+    assert subject == "Please update your card ending in 4242"
+    assert body.startswith("Hello Zoë,")
+    assert "valid through 2028-02-29 (1 day from now)" in body
+    _, expired = templates.render(None, "z@example.com", [gone])
+    assert expired.startswith("Hello,")
+    assert "expired on 2028-01-31" in expired
+    _, both = templates.render("Zoë", "z@example.com", [gone, soon])
+    assert "ending in 0005, valid through 2028-01-31" in both
+    assert "ending in 4242, valid through 2028-02-29 (the card we charge)" in both
