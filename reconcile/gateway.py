@@ -7,6 +7,7 @@ leave as the project's own (`reconcile.errors`, `reconcile.stripe_errors`).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -54,6 +55,7 @@ class StripeGateway:
         self.stats = RequestStats()
         # Whether the server accepts list filters on `created`: None until the pager knows.
         self.created_filter_supported: bool | None = None
+        self._last_response = threading.local()  # per worker: the audit log's request id
         self._http = LimitedHTTPClient(
             self.limiter,
             policy=self.policy,
@@ -189,15 +191,45 @@ class StripeGateway:
             object_id=pm_id,
         )
 
+    def detach_payment_method(self, pm_id: str, *, idempotency_key: str) -> dict[str, Any]:
+        return self._one(
+            "POST /v1/payment_methods/{id}/detach",
+            lambda: self._client.v1.payment_methods.detach(
+                pm_id, None, {"idempotency_key": _required(idempotency_key)}
+            ),
+            object_id=pm_id,
+        )
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def list_subscriptions(
+        self, customer_id: str, *, status: str = "active"
+    ) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"customer": customer_id, "status": status, "limit": 100}
+        return self._paged(
+            "GET /v1/subscriptions",
+            lambda: self._client.v1.subscriptions.list(_params(params)),
+            object_id=customer_id,
+        )
+
     # -- plumbing -----------------------------------------------------------------------
+
+    def last_request_id(self) -> str | None:
+        """Stripe's request id of this thread's last single-object call (for the audit log)."""
+        return getattr(self._last_response, "request_id", None)
 
     def _one(
         self, what: str, call: Callable[[], stripe.StripeObject], *, object_id: str | None = None
     ) -> dict[str, Any]:
+        self._last_response.request_id = None
         try:
-            obj = call().to_dict()
+            found = call()
         except stripe.StripeError as exc:
+            self._last_response.request_id = exc.request_id
             raise self._translate(exc, what, object_id) from exc
+        response = found.last_response
+        self._last_response.request_id = response.request_id if response else None
+        obj = found.to_dict()
         self.confirm_mode(obj)
         return obj
 

@@ -59,6 +59,22 @@ def stringify(value: Any) -> str | None:
     return str(value)
 
 
+def _typed_id(column: sa.Column[Any], user_id: str) -> Any:
+    # The snapshot holds ids as strings; PostgreSQL will not compare an integer to text.
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return user_id
+    if python_type is int:
+        try:
+            return int(user_id)
+        except ValueError:
+            raise UserDBError(
+                f"user id {user_id!r} is not an integer, but [userdb] id_column is"
+            ) from None
+    return user_id
+
+
 def _is_deleted(value: Any) -> bool:
     if value is None:
         return False
@@ -207,6 +223,47 @@ class UserDB:
         for key in self.settings.metadata:
             snapshot[f"meta.{key}"] = strings(f"metadata.{key}")
         return snapshot
+
+    # -- writes (link-users, gdpr-delete): one short transaction each ---------------------
+
+    def link_customer(self, user_id: str, customer_id: str) -> bool:
+        """Write `customer_id` to the user only where its column is still NULL or empty.
+
+        Returns whether this call wrote it: False when the user is gone or someone linked
+        it meanwhile (a link written by someone else is never overwritten).
+        """
+        column = self.table().c[self.settings.customer_id_column]
+        return self._update_one(
+            user_id, customer_id, sa.or_(column.is_(None), sa.func.trim(column) == "")
+        )
+
+    def clear_customer(self, user_id: str, customer_id: str) -> bool:
+        """Empty the user's customer id only if it still holds `customer_id` (gdpr-delete)."""
+        column = self.table().c[self.settings.customer_id_column]
+        return self._update_one(user_id, None, sa.func.trim(column) == customer_id)
+
+    def _update_one(
+        self, user_id: str, value: str | None, condition: sa.ColumnElement[bool]
+    ) -> bool:
+        table = self.table()
+        id_column = table.c[self.settings.id_column]
+        statement = (
+            table.update()
+            .where(id_column == _typed_id(id_column, user_id), condition)
+            .values({self.settings.customer_id_column: value})
+        )
+        try:
+            with self.engine.begin() as conn:
+                written = conn.execute(statement).rowcount
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise UserDBError(
+                f"cannot write [userdb] customer_id_column {self.settings.customer_id_column!r} "
+                f"of user {user_id} in {safe_url(self.settings.url)}: {reason}; check that the "
+                "database user may UPDATE the table"
+            ) from None
+        # read_users refuses duplicate ids, so at most one row matches.
+        return written >= 1
 
     def _check_ids(self, user_ids: pd.Series) -> None:
         column = self.settings.id_column

@@ -23,7 +23,13 @@ from reconcile.sandbox.objects import (
 )
 from reconcile.sandbox.params import Spec, require, validate
 from reconcile.sandbox.query import QueryError, parse_query, run_query
-from reconcile.sandbox.store import CustomerRecord, ModeStore, PaymentMethodRecord, SandboxStore
+from reconcile.sandbox.store import (
+    CustomerRecord,
+    ModeStore,
+    PaymentMethodRecord,
+    SandboxStore,
+    SubscriptionRecord,
+)
 from reconcile.sandbox.validation import (
     card_brand,
     check_card,
@@ -486,6 +492,90 @@ def detach_method(call: Call) -> Result:
     return 200, _render_method(call, method, False)
 
 
+# --- subscriptions (minimal: create, list by customer) -------------------------------------
+_SUBSCRIPTION_STATUSES = {"active", "canceled", "all"}
+
+
+def _subscription_json(record: SubscriptionRecord, livemode: bool) -> dict[str, Any]:
+    items = [
+        {
+            "id": f"si_{record.id[4:]}{index}",
+            "object": "subscription_item",
+            "price": {"id": price, "object": "price"},
+            "quantity": quantity,
+            "subscription": record.id,
+        }
+        for index, (price, quantity) in enumerate(record.prices)
+    ]
+    return {
+        "id": record.id,
+        "object": "subscription",
+        "created": record.created,
+        "customer": record.customer,
+        "items": {"object": "list", "data": items, "has_more": False},
+        "livemode": livemode,
+        "metadata": dict(record.metadata),
+        "status": record.status,
+    }
+
+
+def create_subscription(call: Call) -> Result:
+    # `items[0][price]=...` arrives as {"0": {"price": ...}}: checked here, not by `validate`.
+    raw_items = call.params.get("items")
+    params = validate(
+        {k: v for k, v in call.params.items() if k != "items"},
+        {"customer": "str", "metadata": "map"},
+    )
+    customer = _customer(call, str(require(params, "customer")), param="customer")
+    if not isinstance(raw_items, dict) or not all(k.isdigit() for k in raw_items):
+        raise invalid_request("Missing required param: items.", param="items")
+    items = [raw_items[k] for k in sorted(raw_items, key=int)]
+    prices: list[tuple[str, int]] = []
+    for index, item in enumerate(items):
+        price = item.get("price") if isinstance(item, dict) else None
+        if not isinstance(price, str) or not price:
+            raise invalid_request(
+                f"Missing required param: items[{index}][price].", param=f"items[{index}][price]"
+            )
+        quantity = str(item.get("quantity", "1"))
+        if not quantity.isdigit() or int(quantity) < 1:
+            raise invalid_request(
+                f"Invalid integer: {quantity!r}", param=f"items[{index}][quantity]"
+            )
+        prices.append((price, int(quantity)))
+    if not prices:
+        raise invalid_request("Missing required param: items.", param="items")
+    metadata = params.get("metadata", {})
+    check_metadata(metadata, {})
+    record = call.data.add_subscription(customer.id, prices, merge_metadata({}, metadata))
+    return 200, _subscription_json(record, call.livemode)
+
+
+def list_subscriptions(call: Call) -> Result:
+    params = validate(call.params, {**_LIST_PAGING, "customer": "str", "status": "str"})
+    _expands(params, set())
+    limit = _limit(params)
+    status = params.get("status", "active")
+    if status not in _SUBSCRIPTION_STATUSES:
+        raise invalid_request(
+            f"Invalid status: the sandbox knows {sorted(_SUBSCRIPTION_STATUSES)}, got {status!r}",
+            param="status",
+        )
+    customer_id = params.get("customer")
+    if customer_id:
+        records = call.data.subscriptions_of(customer_id)
+    else:
+        records = sorted(call.data.subscriptions.values(), key=lambda r: r.created, reverse=True)
+    if status != "all":
+        records = [r for r in records if r.status == status]
+    after, _ = _cursors(params)
+    ids = [r.id for r in records]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = records[start : start + limit]
+    data = [_subscription_json(r, call.livemode) for r in page]
+    return 200, _list_body("/v1/subscriptions", data, start + limit < len(records))
+
+
 def _route(
     method: str, template: str, handler: Callable[[Call], Result], is_search: bool = False
 ) -> Route:
@@ -508,6 +598,8 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/payment_methods/{id}", retrieve_method),
     _route("POST", "/v1/payment_methods/{id}/attach", attach_method),
     _route("POST", "/v1/payment_methods/{id}/detach", detach_method),
+    _route("GET", "/v1/subscriptions", list_subscriptions),
+    _route("POST", "/v1/subscriptions", create_subscription),
 )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "ModeStore",
     "PaymentMethodRecord",
     "SandboxStore",
+    "SubscriptionRecord",
     "new_id",
     "sort_key",
 ]
@@ -73,6 +74,18 @@ class PaymentMethodRecord:
     cvc_check: str | None = None
 
 
+@dataclass(slots=True, eq=False)
+class SubscriptionRecord:
+    """Just enough of a subscription for the maintenance jobs: whose, which prices, status."""
+
+    id: str
+    created: int
+    customer: str
+    prices: list[tuple[str, int]]  # (price id, quantity)
+    status: str = "active"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotentResult:
     fingerprint: str
@@ -97,6 +110,8 @@ class ModeStore:
         self._metadata_indexes: dict[str, dict[str, list[CustomerRecord]]] = {}  # lazy
         self.payment_methods: dict[str, PaymentMethodRecord] = {}
         self._pms_by_customer: dict[str, list[PaymentMethodRecord]] = {}
+        self.subscriptions: dict[str, SubscriptionRecord] = {}
+        self._subs_by_customer: dict[str, list[SubscriptionRecord]] = {}
         self.idempotency: OrderedDict[str, IdempotentResult] = OrderedDict()
 
     # --- bookkeeping -------------------------------------------------------------------
@@ -174,6 +189,9 @@ class ModeStore:
         record.deleted = True
         for method in self._pms_by_customer.pop(record.id, []):
             method.customer = None
+        # Stripe cancels a deleted customer's subscriptions.
+        for subscription in self._subs_by_customer.get(record.id, ()):
+            subscription.status = "canceled"
 
     def list_customers(
         self,
@@ -274,6 +292,27 @@ class ModeStore:
     def payment_methods_of(self, customer_id: str) -> list[PaymentMethodRecord]:
         """The customer's payment methods, newest first (Stripe's order)."""
         return sorted(self._pms_by_customer.get(customer_id, ()), key=lambda m: -m.key)
+
+    # --- subscriptions -------------------------------------------------------------------
+    def add_subscription(
+        self,
+        customer_id: str,
+        prices: Sequence[tuple[str, int]],
+        metadata: Mapping[str, str] | None = None,
+    ) -> SubscriptionRecord:
+        subscription_id = new_id("sub_", 24)
+        while subscription_id in self.subscriptions:
+            subscription_id = new_id("sub_", 24)
+        record = SubscriptionRecord(
+            subscription_id, self.now(), customer_id, list(prices), metadata=dict(metadata or {})
+        )
+        self.subscriptions[record.id] = record
+        self._subs_by_customer.setdefault(customer_id, []).append(record)
+        return record
+
+    def subscriptions_of(self, customer_id: str) -> list[SubscriptionRecord]:
+        """The customer's subscriptions, newest first."""
+        return list(reversed(self._subs_by_customer.get(customer_id, ())))
 
     # --- bulk ----------------------------------------------------------------------------
     def bulk_load(

@@ -1,0 +1,62 @@
+"""What every maintenance job starts from: the users, the customers, and the findings.
+
+The same reading as the reconcile job (jobs/reconcile_job.py), with the listing's upper
+bound one second past the run's start: a resumed run must see customers that the run it
+resumes created a moment earlier, or it would plan to create them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from jobs.base import JobContext
+from jobs.reconcile_job import classify_missing, compare_config, metadata_keys_needed
+from reconcile.compare import MissingCause, compare_all, missing_customer_ids
+from reconcile.logs import get_logger
+from reconcile.pager import iter_customers
+from reconcile.snapshots import customers_frame
+
+__all__ = ["Snapshot", "read_snapshot"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    users: pd.DataFrame
+    customers: pd.DataFrame
+    records: dict[str, dict[str, Any]]  # customer id -> the listing's object
+    findings: pd.DataFrame
+    causes: dict[str, MissingCause]  # missing customer id -> why
+
+    def facts(self) -> dict[str, Any]:
+        return {"customers_scanned": len(self.customers), "users_scanned": len(self.users)}
+
+
+def read_snapshot(ctx: JobContext, extra_metadata_keys: Sequence[str] = ()) -> Snapshot:
+    settings = ctx.settings.userdb
+    users = ctx.userdb.read_users()
+    created_lt = int(ctx.started_at.timestamp()) + 1
+    keys = [*metadata_keys_needed(settings), *extra_metadata_keys]
+    records = {
+        record["id"]: record for record in iter_customers(ctx.gateway, created_lt=created_lt)
+    }
+    if records:
+        ctx.gateway.confirm_mode(next(iter(records.values())))
+    customers = customers_frame(records.values(), keys)
+    causes, late = classify_missing(
+        ctx,
+        missing_customer_ids(customers, users),
+        linked_users=int(users["customer_id"].notna().sum()),
+    )
+    if late:
+        records.update({record["id"]: record for record in late})
+        customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
+    config = compare_config(settings, ctx.gateway.mode)
+    findings = compare_all(customers, users, config, causes)
+    log.info("snapshot read", customers=len(customers), users=len(users), findings=len(findings))
+    return Snapshot(users, customers, records, findings, causes)

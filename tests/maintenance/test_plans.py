@@ -1,0 +1,138 @@
+"""The pure parts: planners on small frames, idempotency keys, Stripe's metadata limits."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+
+from reconcile.findings import make_findings
+from reconcile.idempotency import idempotency_key
+from reconcile.metadata_rules import metadata_violations
+from reconcile.plans import (
+    DedupeFacts,
+    SyncOptions,
+    card_is_expired,
+    plan_dedupe,
+    plan_default_payment_method,
+    plan_sync_metadata,
+)
+
+
+def test_idempotency_keys_are_derived_from_the_data() -> None:
+    key = idempotency_key("sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}})
+    assert key == idempotency_key(
+        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}}
+    )
+    assert key.startswith("stripe-reconcile:sync-metadata:update_customer:cus_1:")
+    assert key != idempotency_key(
+        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "2"}}
+    )
+    assert key != idempotency_key(
+        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}}, state={"a": "0"}
+    )
+    long_key = idempotency_key("link-users", "user:" + "9" * 400, "create", {})
+    assert len(long_key) <= 255
+
+
+def test_metadata_violations_name_each_broken_rule() -> None:
+    assert metadata_violations({"plan": "pro"}) == []
+    problems = metadata_violations({"k" * 41: "v", "a[b]": "v", "n": 5, "long": "x" * 501})
+    assert len(problems) == 4
+    full = {f"k{i}": "v" for i in range(50)}
+    assert metadata_violations({"new": "v"}, full) == ["metadata would have 51 keys, more than 50"]
+    assert metadata_violations({"k0": "", "new": "v"}, full) == []  # one deleted, one added
+
+
+def _stale(customer: str, user: str, field: str, stripe: str, local: str) -> dict[str, str]:
+    return {
+        "kind": "stale_metadata",
+        "customer_id": customer,
+        "user_id": user,
+        "field": field,
+        "stripe_value": stripe,
+        "local_value": local,
+    }
+
+
+def test_sync_merges_a_customers_changes_into_one_update_and_respects_options() -> None:
+    findings = make_findings(
+        [
+            _stale("cus_1", "1", "metadata.plan", "free", "pro"),
+            _stale("cus_1", "1", "metadata.team", "a", ""),
+            _stale("cus_1", "1", "email", "old@example.com", "new@example.com"),
+        ]
+    )
+    plan = plan_sync_metadata(findings, {}, SyncOptions(sync_email=True))
+    assert list(plan["action"]) == ["update_customer"]
+    assert json.loads(plan["params"][0]) == {
+        "email": "new@example.com",
+        "metadata": {"plan": "pro", "team": ""},
+    }
+    kept = plan_sync_metadata(findings, {}, SyncOptions(delete_when_null=False))
+    assert json.loads(kept["params"][0]) == {"metadata": {"plan": "pro"}}
+
+
+def test_dedupe_canonical_is_linked_then_busy_then_oldest() -> None:
+    findings = make_findings(
+        [
+            {
+                "kind": "duplicate_email",
+                "customer_id": "cus_old",
+                "related_ids": "cus_busy;cus_linked",
+            }
+        ]
+    )
+    facts = pd.DataFrame(
+        {
+            "customer_id": ["cus_old", "cus_busy", "cus_linked"],
+            "created": [1, 2, 3],
+            "linked": [False, False, True],
+            "payment_methods": [0, 1, 0],
+            "subscriptions": [0, 0, 0],
+            "balance": [0, 0, 0],
+            "duplicate_of": [None, None, None],
+        }
+    )
+    plan = plan_dedupe(findings, DedupeFacts(facts))
+    rows = {row.customer_id: (row.action, json.loads(row.params)) for row in plan.itertuples()}
+    assert rows == {
+        "cus_old": ("delete_customer", {}),
+        "cus_busy": ("tag_duplicate", {"metadata": {"duplicate_of": "cus_linked"}}),
+    }
+    facts.loc[1, "duplicate_of"] = "cus_linked"
+    facts.loc[0, "balance"] = -500  # a credit balance is not safe to delete either
+    again = plan_dedupe(findings, DedupeFacts(facts))
+    assert list(zip(again["customer_id"], again["action"], strict=True)) == [
+        ("cus_old", "tag_duplicate")
+    ]
+
+
+def test_default_card_is_the_newest_valid_through_its_expiry_month() -> None:
+    assert not card_is_expired(6, 2026, date(2026, 6, 30))
+    assert card_is_expired(6, 2026, date(2026, 7, 1))
+    customers = pd.DataFrame(
+        {"customer_id": ["cus_a", "cus_b"], "default_payment_method": [pd.NA, pd.NA]}
+    )
+    cards = pd.DataFrame(
+        {
+            "customer_id": ["cus_a", "cus_a", "cus_b"],
+            "payment_method_id": ["pm_old", "pm_new_expired", "pm_b"],
+            "created": [1, 2, 3],
+            "exp_month": [12, 5, 1],
+            "exp_year": [2027, 2026, 2026],
+        }
+    )
+    plan = plan_default_payment_method(customers, cards, date(2026, 6, 1))
+    assert list(zip(plan["customer_id"], plan["action"], strict=True)) == [
+        ("cus_a", "set_default_payment_method"),
+        ("cus_b", "skip"),
+    ]
+    assert json.loads(plan["params"][0]) == {
+        "invoice_settings": {"default_payment_method": "pm_old"}
+    }
+    earlier = plan_default_payment_method(customers, cards, date(2026, 5, 31))
+    assert json.loads(earlier["params"][0])["invoice_settings"]["default_payment_method"] == (
+        "pm_new_expired"
+    )
