@@ -127,8 +127,8 @@ def test_missing_column_is_named_with_its_setting(database_url: str) -> None:
         db.read_users()
 
 
-def test_duplicate_ids_are_refused(sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url)
+def test_duplicate_ids_are_refused(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -140,7 +140,7 @@ def test_duplicate_ids_are_refused(sqlite_url: str) -> None:
             sa.text("insert into users (id, email) values ('7', 'x@e.com'), ('7', 'y@e.com')")
         )
     with pytest.raises(UserDBError, match=r"duplicate value\(s\) in 'id'.*'7'"):
-        UserDB(UserDBSettings(url=sqlite_url)).read_users()
+        UserDB(UserDBSettings(url=database_url)).read_users()
 
 
 def test_unreachable_database_is_one_line_without_password() -> None:
@@ -154,9 +154,9 @@ def test_unreachable_database_is_one_line_without_password() -> None:
     assert safe_url(url).count("***") == 1
 
 
-def test_never_creates_or_alters_tables(sqlite_url: str) -> None:
-    make_users_table(sqlite_url, ROWS)
-    engine = sa.create_engine(sqlite_url)
+def test_never_creates_or_alters_tables(database_url: str) -> None:
+    make_users_table(database_url, ROWS)
+    engine = sa.create_engine(database_url)
     before = sa.inspect(engine).get_table_names()
-    UserDB(UserDBSettings(url=sqlite_url)).read_users()
+    UserDB(UserDBSettings(url=database_url)).read_users()
     assert sa.inspect(engine).get_table_names() == before
