@@ -8,11 +8,11 @@ from typing import Any, Literal
 import pandas as pd
 
 from jobs.base import Job, JobContext, JobResult
+from jobs.resume import list_customers
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
 from reconcile.errors import ConfigError, StripeNotFoundError
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
-from reconcile.pager import iter_customers
 from reconcile.settings import UserDBSettings
 from reconcile.snapshots import customers_frame
 
@@ -102,9 +102,10 @@ def run(ctx: JobContext) -> JobResult:
     users = ctx.userdb.read_users()
     log.info("users read", users=len(users))
 
-    created_lt = int(ctx.started_at.timestamp())
     keys = metadata_keys_needed(settings)
-    records = list(iter_customers(ctx.gateway, created_lt=created_lt))
+    # Stored page by page and checkpointed, so a killed run resumes (jobs.resume).
+    records, listing = list_customers(ctx, "reconcile")
+    created_lt = listing.created_lt
     if records:
         ctx.gateway.confirm_mode(records[0])
     customers = customers_frame(records, keys)
@@ -124,6 +125,7 @@ def run(ctx: JobContext) -> JobResult:
             "customers_scanned": len(customers),
             "users_scanned": len(users),
             "snapshot_created_lt": created_lt,
+            "resumed_from": listing.resumed_from,
             "missing_customer_lookups": len(causes) + len(late),
         },
     )

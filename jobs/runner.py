@@ -21,7 +21,10 @@ import pandas as pd
 import structlog
 
 from jobs.base import Job, JobContext, JobResult
+from jobs.history import reap_dead_holder, record_run_stats
+from jobs.resume import forget_listing
 from jobs.state import StateStore
+from reconcile.checkpoints import RunInterrupted
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
     EXIT_FINDINGS,
@@ -35,6 +38,7 @@ from reconcile.logs import get_logger
 from reconcile.retry import RetryPolicy
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB
+from reports.metrics import write_metrics
 from reports.writer import new_run_id, write_run_reports
 
 __all__ = [
@@ -109,7 +113,9 @@ def execute_job(
     gateway = (gateway_factory or build_gateway)(settings)
     state = StateStore(settings.state.url)
     structlog.contextvars.bind_contextvars(run_id=run_id, job=job.name)
+    clock_start = time.monotonic()
     try:
+        reap_dead_holder(state, job.name)
         with state.lease(job.name, _owner(run_id), LEASE_SECONDS):
             outcome = _run_recorded(
                 job,
@@ -124,9 +130,13 @@ def execute_job(
                 now=now,
             )
     finally:
-        structlog.contextvars.unbind_contextvars("run_id", "job")
+        record_run_stats(state, run_id, gateway.stats, round(time.monotonic() - clock_start, 3))
         state.close()
-    _deliver(outcome, settings, after_run)
+    try:
+        # Every run: the listing's work folder goes, metrics are written where configured.
+        _deliver(outcome, settings, [forget_listing, *after_run, write_metrics])
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id", "job")
     return outcome
 
 
@@ -199,7 +209,8 @@ def _record_failure(
     state: StateStore, run_id: str, gateway: StripeGateway, exc: BaseException, at: datetime
 ) -> None:
     reason = exc.message if isinstance(exc, ReconcileError) else type(exc).__name__
-    status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
+    interrupted = KeyboardInterrupt | SystemExit | RunInterrupted
+    status = "interrupted" if isinstance(exc, interrupted) else "failed"
     try:
         state.finish_run(
             run_id, status, finished_at=at, requests=dict(gateway.stats.by_endpoint), error=reason

@@ -21,12 +21,24 @@ __all__ = ["configure_logging", "get_logger", "redact", "redact_text"]
 _KEY = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]+")
 _EMAIL = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+\.[A-Za-z]{2,}")
 _PERSONAL_FIELDS = frozenset({"email", "name", "phone", "emails", "names", "phones"})
+# E.164 (+15551234567, +44 20 7946 0958) and North American forms ((555) 123-4567,
+# 555-123-4567); ISO dates and run ids do not match.
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?!\w)"
+)
 REDACTED = "[redacted]"
 
 
 def redact_text(text: str) -> str:
     text = _KEY.sub(lambda m: mask_key(m.group(0)), text)
-    return _EMAIL.sub("[email]", text)
+    text = _EMAIL.sub("[email]", text)
+    return _PHONE.sub("[phone]", text)
+
+
+def _is_personal(field: Any) -> bool:
+    # customer_email, user_phone, ...: the suffix says what the value is.
+    name = str(field).lower()
+    return name in _PERSONAL_FIELDS or name.endswith(("_email", "_phone", "_emails", "_phones"))
 
 
 def _redact_value(value: Any) -> Any:
@@ -34,7 +46,7 @@ def _redact_value(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, dict):
         return {
-            k: REDACTED if k in _PERSONAL_FIELDS else _redact_value(v) for k, v in value.items()
+            k: REDACTED if _is_personal(k) else _redact_value(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [_redact_value(v) for v in value]
@@ -48,7 +60,7 @@ def redact(
 ) -> MutableMapping[str, Any]:
     """structlog processor: no key, e-mail address or personal field survives."""
     for field, value in list(event_dict.items()):
-        if field in _PERSONAL_FIELDS and value is not None:
+        if _is_personal(field) and value is not None:
             event_dict[field] = REDACTED
         else:
             event_dict[field] = _redact_value(value)

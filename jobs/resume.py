@@ -1,0 +1,181 @@
+"""Resumable listings for jobs: start one, or adopt the one a failed run left behind.
+
+A job calls `list_customers(ctx)` instead of paging itself. With `--resume` (the job
+option `resume`), or with `[resume] auto = true` and a failed or interrupted last run
+younger than `[resume] max_age_hours`, the run continues that run's listing: same
+snapshot bound, the stored pages read back, only the rest fetched. Otherwise it starts
+a fresh listing and clears listings that earlier failed runs left behind (they hold
+personal data). The work folder and checkpoints go once the report is in place
+(`forget_listing`, an AfterRun step).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from jobs.base import JobContext
+from jobs.state import RunRecord, RunStatus, StateStore
+from reconcile.checkpoints import CheckpointStore, ListingRecord, listings_table
+from reconcile.limiter import PER_ENDPOINT_LIMIT
+from reconcile.listing import list_windows, window_bounds, workers_for
+from reconcile.logs import get_logger
+from reconcile.progress import progress
+from reconcile.settings import Settings
+from reports.parts import remove_work_dir, work_dir_for
+
+if TYPE_CHECKING:
+    from jobs.runner import RunOutcome
+
+__all__ = [
+    "RESUME_OPTION",
+    "RESUME_REQUESTED",
+    "STOP_OPTION",
+    "forget_listing",
+    "list_customers",
+    "open_listing",
+    "resumable_run",
+]
+
+log = get_logger(__name__)
+
+RESUME_OPTION = "resume"
+# A threading.Event: set, and the listing stops at its next stored page (serve's SIGTERM).
+STOP_OPTION = "stop_event"
+_RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+# Set by the `--resume` flag every `run JOB` command gets (jobs.commands_runs), so jobs
+# whose commands build their own options resume too.
+RESUME_REQUESTED: ContextVar[bool] = ContextVar("resume_requested", default=False)
+
+
+def resumable_run(
+    state: StateStore,
+    job: str,
+    current_run_id: str,
+    *,
+    now: datetime,
+    max_age: timedelta | None,
+) -> RunRecord | None:
+    """The job's last run before this one, if it failed or was interrupted (and is young)."""
+    for record in state.list_runs(job, limit=5):
+        if record.run_id == current_run_id:
+            continue
+        if record.status not in _RESUMABLE:
+            return None
+        if max_age is not None and now - record.started_at > max_age:
+            return None
+        return record
+    return None
+
+
+def _sweep_abandoned(store: CheckpointStore, job: str, keep: str) -> None:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(listings_table.c.listing_id, listings_table.c.work_dir)
+            .where(listings_table.c.job == job, listings_table.c.listing_id != keep)
+            .distinct()
+        ).all()
+    for listing_id, work_dir in ((str(a), str(b)) for a, b in rows):
+        if store.windows(listing_id) or Path(work_dir).exists():
+            remove_work_dir(Path(work_dir))
+            store.forget_listing(listing_id)
+            log.info("removed the listing of an earlier failed run", listing_id=listing_id)
+
+
+def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord | None:
+    explicit = bool(ctx.options.get(RESUME_OPTION)) or RESUME_REQUESTED.get()
+    settings = ctx.settings.resume
+    if not explicit and not settings.auto:
+        return None
+    max_age = None if explicit else timedelta(hours=settings.max_age_hours)
+    previous = resumable_run(ctx.state, job, ctx.run_id, now=ctx.started_at, max_age=max_age)
+    if previous is None:
+        log.info("nothing to resume: starting a fresh listing")
+        return None
+    listing = store.listing_of(previous.run_id)
+    if listing is None or not store.windows(listing.listing_id):
+        log.info("the last run stored no listing: starting afresh", resumed_run=previous.run_id)
+        return None
+    windows = store.windows(listing.listing_id)
+    if any(w.pages for w in windows) and not Path(listing.work_dir).is_dir():
+        log.warning(
+            "the last run's work folder is gone: starting afresh", work_dir=listing.work_dir
+        )
+        return None
+    adopted = store.adopt_listing(ctx.run_id, previous.run_id)
+    log.info(
+        "resuming",
+        resumed_run=previous.run_id,
+        listing_id=listing.listing_id,
+        created_lt=listing.created_lt,
+    )
+    return adopted
+
+
+def open_listing(ctx: JobContext, job: str) -> tuple[CheckpointStore, ListingRecord]:
+    """This run's listing: adopted from a failed run, or fresh with its windows."""
+    store = CheckpointStore(ctx.state.engine)
+    adopted = _adopt(ctx, store, job)
+    if adopted is not None:
+        return store, adopted
+    created_lt = int(ctx.started_at.timestamp())
+    work_dir = work_dir_for(Path(ctx.out_dir).absolute(), job, ctx.run_id)
+    listing = store.start_listing(
+        ctx.run_id,
+        job,
+        created_lt=created_lt,
+        work_dir=str(work_dir),
+        windows=window_bounds(created_lt, ctx.settings.resume.windows),
+    )
+    _sweep_abandoned(store, job, keep=listing.listing_id)
+    return store, listing
+
+
+def list_customers(
+    ctx: JobContext, job: str, *, expand: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], ListingRecord]:
+    """Every customer created before the listing's bound, resuming where the options say."""
+    store, listing = open_listing(ctx, job)
+    stop = ctx.options.get(STOP_OPTION)
+    windows = len(store.windows(listing.listing_id))
+    with progress("listing customers") as advance:
+        records = list_windows(
+            ctx.gateway,
+            store,
+            listing.listing_id,
+            Path(listing.work_dir),
+            workers=workers_for(min(ctx.gateway.limiter.global_limit, PER_ENDPOINT_LIMIT), windows),
+            expand=expand,
+            stop=stop if isinstance(stop, threading.Event) else None,
+            advance=advance,
+            file_mode=ctx.settings.reports.file_mode,
+            on_resume=lambda rows, pages: log.info(
+                "stored pages read back", customers=rows, pages=pages
+            ),
+        )
+    return records, listing
+
+
+def forget_listing(outcome: RunOutcome, settings: Settings) -> None:
+    """AfterRun: the report is in place, so the run's work folder and cursors can go."""
+    try:
+        state = StateStore(settings.state.url)
+    except Exception as exc:  # never turn a finished run into a failure over cleanup
+        log.warning("could not open the state database to clean up", error=type(exc).__name__)
+        return
+    try:
+        store = CheckpointStore(state.engine)
+        listing = store.listing_of(outcome.run_id)
+        if listing is not None:
+            remove_work_dir(Path(listing.work_dir))
+            store.forget_listing(listing.listing_id)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not clean up the listing", error=type(exc).__name__)
+    finally:
+        state.close()
