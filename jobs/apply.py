@@ -146,12 +146,22 @@ def carry_out(
     applied = unchanged = failed = 0
     for attempted, row in enumerate(writes.to_dict("records"), start=1):
         action = PlannedAction.from_row(row)
+        started = audit.begin(
+            run_id=ctx.run_id,
+            job=job,
+            action=action.action,
+            customer_id=action.customer_id,
+            user_id=action.user_id,
+            before=action.before,
+            idempotency_key=action.idempotency_key,
+        )
         sent_before = _requests_sent(ctx)
         try:
             done = handlers[action.action](ctx, action)
         except ReconcileError as exc:
             failed += 1
-            audit.record(
+            audit.finish(
+                started,
                 run_id=ctx.run_id,
                 job=job,
                 action=action.action,
@@ -171,7 +181,8 @@ def carry_out(
                 applied += 1
             else:
                 unchanged += 1
-            audit.record(
+            audit.finish(
+                started,
                 run_id=ctx.run_id,
                 job=job,
                 action=action.action,

@@ -46,6 +46,9 @@ AUDIT_COLUMNS: tuple[str, ...] = (
 
 
 class Outcome:
+    # Written before the write is sent, and replaced by the final outcome after it: a run
+    # killed in between leaves this row, so no write ever goes unaudited.
+    STARTED = "started"
     APPLIED = "applied"  # the write happened (or Stripe replayed its first result)
     UNCHANGED = "unchanged"  # nothing to write any more (e.g. someone linked the user meanwhile)
     FAILED = "failed"
@@ -137,6 +140,72 @@ class AuditLog:
         row = {name: (value if value != "" else None) for name, value in asdict(entry).items()}
         with self.engine.begin() as conn:
             conn.execute(audit_table.insert().values(**row))
+        self.recorded.append(entry)
+        return entry
+
+    def begin(
+        self,
+        *,
+        run_id: str,
+        job: str,
+        action: str,
+        customer_id: str | None,
+        user_id: str | None,
+        before: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> int:
+        """Record an action about to be sent (outcome `started`); returns the row's id."""
+        row = {
+            "time": self._clock(),
+            "run_id": run_id,
+            "job": job,
+            "action": action,
+            "customer_id": customer_id or None,
+            "user_id": user_id or None,
+            "before": _json(before) or None,
+            "idempotency_key": idempotency_key or None,
+            "outcome": Outcome.STARTED,
+        }
+        with self.engine.begin() as conn:
+            inserted = conn.execute(audit_table.insert().values(**row))
+            key = inserted.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def finish(
+        self,
+        row_id: int,
+        *,
+        run_id: str,
+        job: str,
+        action: str,
+        outcome: str,
+        customer_id: str | None = None,
+        user_id: str | None = None,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        stripe_request_id: str | None = None,
+        error: str | None = None,
+    ) -> AuditEntry:
+        """Replace a `started` row with what happened."""
+        entry = AuditEntry(
+            time=self._clock(),
+            run_id=run_id,
+            job=job,
+            action=action,
+            customer_id=customer_id or "",
+            user_id=user_id or "",
+            before=_json(before),
+            after=_json(after),
+            idempotency_key=idempotency_key or "",
+            stripe_request_id=stripe_request_id or "",
+            outcome=outcome,
+            error=(error or "")[:2000],
+        )
+        values = {name: (value if value != "" else None) for name, value in asdict(entry).items()}
+        with self.engine.begin() as conn:
+            conn.execute(audit_table.update().where(audit_table.c.id == row_id).values(**values))
         self.recorded.append(entry)
         return entry
 
