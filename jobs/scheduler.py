@@ -166,6 +166,7 @@ def run_scheduled(settings: Settings) -> RunJob:
     """What a fire does: one run through the runner; its errors are logged, never raised."""
 
     def run(scheduled: ScheduledJob, stop: threading.Event) -> None:
+        from jobs.delivery import after_run_hooks
         from jobs.runner import execute_job
 
         entry = scheduled.entry
@@ -176,6 +177,8 @@ def run_scheduled(settings: Settings) -> RunJob:
                 out_dir=Path(entry.out) if entry.out else None,
                 options={**entry.options, STOP_OPTION: stop},
                 fail_on=entry.fail_on,
+                # Emailed when [email] to is set, as a `run` command would.
+                after_run=after_run_hooks(settings, None),
             )
         except ReconcileError as exc:
             log.error(
@@ -270,21 +273,34 @@ def serve(
         settings, jobs, run or run_scheduled(settings), stop, running, run_now=run_now
     )
 
+    received: list[str] = []
+    shutting = threading.Lock()
+
+    def shut_down() -> None:
+        with shutting:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Only flags here: the main thread may hold the log's or the scheduler's locks at
+        # this instant, so logging or shutting down from the handler could deadlock.
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    def watch() -> None:
+        stop.wait()
         log.info(
             "stopping: running jobs stop at their next checkpoint",
-            signal=signal.Signals(signum).name,
+            signal=received[0] if received else None,
         )
-        stop.set()
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
+        shut_down()
 
     def started(_event: SchedulerEvent) -> None:
-        # The scheduler is running from here on, so a signal from now on can stop it; one
-        # that came just before is honoured here (start() then returns at once).
+        # The scheduler is running from here on, so the watcher can stop it; a signal that
+        # came just before is honoured here (start() then returns at once).
         log.info("scheduler started", jobs=len(jobs))
-        if stop.is_set() and scheduler.running:
-            scheduler.shutdown(wait=False)
+        if stop.is_set():
+            shut_down()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -299,6 +315,7 @@ def serve(
                 next_run=first[0].isoformat() if first else None,
             )
         scheduler.add_listener(started, EVENT_SCHEDULER_START)
+        threading.Thread(target=watch, name="serve-stop", daemon=True).start()
         if not stop.is_set():
             scheduler.start()
         running.wait_idle()

@@ -49,3 +49,23 @@ def test_running_every_job_on_seeded_data_logs_no_personal_data(world: SeededWor
     assert in_runs
     unbound = [e for e in in_runs if "run_id" not in e or "job" not in e]
     assert unbound == []
+
+
+def test_redaction_covers_phone_numbers_and_personal_field_names() -> None:
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "call +44 20 7946 0958 or (555) 123-4567 about ada@example.com",
+            "user_phone": "+15551234567",
+            "rows": [{"name": "Ada Lovelace", "id": "u1"}],
+            "when": "2026-11-21T03:17:00Z",
+            "run_id": "20261121T031700Z-4c1f0a",
+        },
+    )
+    assert event["event"] == "call [phone] or [phone] about [email]"
+    assert event["user_phone"] == "[redacted]"
+    assert event["rows"] == [{"name": "[redacted]", "id": "u1"}]
+    assert event["when"] == "2026-11-21T03:17:00Z"
+    assert event["run_id"] == "20261121T031700Z-4c1f0a"
+    assert redact_text(f"key {TEST_KEY}") == f"key sk_test_...{TEST_KEY[-4:]}"
