@@ -61,14 +61,20 @@ def resumable_run(
     *,
     now: datetime,
     max_age: timedelta | None,
+    mode: str | None = None,
 ) -> RunRecord | None:
-    """The job's last run before this one, if it failed or was interrupted (and is young)."""
+    """The job's last run before this one, if it failed or was interrupted (and is young),
+    and listed in the same mode: pages listed under the other mode's key are another world.
+    """
     for record in state.list_runs(job, limit=5):
         if record.run_id == current_run_id:
             continue
         if record.status not in _RESUMABLE:
             return None
         if max_age is not None and now - record.started_at > max_age:
+            return None
+        if mode is not None and record.mode is not None and record.mode != mode:
+            log.warning("the last run listed in the other mode: not resuming it", mode=mode)
             return None
         return record
     return None
@@ -94,7 +100,14 @@ def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord |
     if not explicit and not settings.auto:
         return None
     max_age = None if explicit else timedelta(hours=settings.max_age_hours)
-    previous = resumable_run(ctx.state, job, ctx.run_id, now=ctx.started_at, max_age=max_age)
+    previous = resumable_run(
+        ctx.state,
+        job,
+        ctx.run_id,
+        now=ctx.started_at,
+        max_age=max_age,
+        mode=ctx.gateway.mode.value,
+    )
     if previous is None:
         log.info("nothing to resume: starting a fresh listing")
         return None
