@@ -96,6 +96,41 @@ def _json(value: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(value or {}), sort_keys=True, ensure_ascii=False, default=str)
 
 
+def _entry(
+    *,
+    run_id: str,
+    job: str,
+    action: str,
+    outcome: str,
+    customer_id: str | None,
+    user_id: str | None,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    stripe_request_id: str | None,
+    error: str | None,
+    time: datetime | None = None,
+) -> AuditEntry:
+    return AuditEntry(
+        time=time or utc_now(),
+        run_id=run_id,
+        job=job,
+        action=action,
+        customer_id=customer_id or "",
+        user_id=user_id or "",
+        before=_json(before),
+        after=_json(after),
+        idempotency_key=idempotency_key or "",
+        stripe_request_id=stripe_request_id or "",
+        outcome=outcome,
+        error=(error or "")[:2000],
+    )
+
+
+def _row(entry: AuditEntry) -> dict[str, Any]:
+    return {name: (value if value != "" else None) for name, value in asdict(entry).items()}
+
+
 class AuditLog:
     """Appends entries to `stripe_reconcile_audit`, each in its own short transaction.
 
@@ -123,23 +158,12 @@ class AuditLog:
         stripe_request_id: str | None = None,
         error: str | None = None,
     ) -> AuditEntry:
-        entry = AuditEntry(
-            time=self._clock(),
-            run_id=run_id,
-            job=job,
-            action=action,
-            customer_id=customer_id or "",
-            user_id=user_id or "",
-            before=_json(before),
-            after=_json(after),
-            idempotency_key=idempotency_key or "",
-            stripe_request_id=stripe_request_id or "",
-            outcome=outcome,
-            error=(error or "")[:2000],
-        )
-        row = {name: (value if value != "" else None) for name, value in asdict(entry).items()}
+        """Append one finished entry (for writes that need no `started` row first)."""
+        # The keyword parameters are exactly the entry's fields.
+        fields = {k: v for k, v in locals().items() if k != "self"}
+        entry = _entry(**fields, time=self._clock())
         with self.engine.begin() as conn:
-            conn.execute(audit_table.insert().values(**row))
+            conn.execute(audit_table.insert().values(**_row(entry)))
         self.recorded.append(entry)
         return entry
 
@@ -189,23 +213,12 @@ class AuditLog:
         error: str | None = None,
     ) -> AuditEntry:
         """Replace a `started` row with what happened."""
-        entry = AuditEntry(
-            time=self._clock(),
-            run_id=run_id,
-            job=job,
-            action=action,
-            customer_id=customer_id or "",
-            user_id=user_id or "",
-            before=_json(before),
-            after=_json(after),
-            idempotency_key=idempotency_key or "",
-            stripe_request_id=stripe_request_id or "",
-            outcome=outcome,
-            error=(error or "")[:2000],
-        )
-        values = {name: (value if value != "" else None) for name, value in asdict(entry).items()}
+        fields = {k: v for k, v in locals().items() if k not in ("self", "row_id")}
+        entry = _entry(**fields, time=self._clock())
         with self.engine.begin() as conn:
-            conn.execute(audit_table.update().where(audit_table.c.id == row_id).values(**values))
+            conn.execute(
+                audit_table.update().where(audit_table.c.id == row_id).values(**_row(entry))
+            )
         self.recorded.append(entry)
         return entry
 

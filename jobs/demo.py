@@ -15,21 +15,12 @@ from jobs.registry import JOBS, READ_ONLY_JOBS
 from jobs.runner import execute_job
 from jobs.summary import format_summary
 from reconcile.cardtruth import score_seeded_run
+from reconcile.findings import CUSTOMER_KINDS
 from reconcile.groundtruth import score_findings
 from reconcile.settings import StateSettings, load_settings
 
-__all__ = ["CUSTOMER_KINDS", "DEMO_SCOPE", "run_demo"]
+__all__ = ["DEMO_SCOPE", "run_demo"]
 
-CUSTOMER_KINDS = (
-    "duplicate_user_id",
-    "duplicate_email",
-    "duplicate_link",
-    "orphan_customer",
-    "missing_customer",
-    "unlinked_user",
-    "stale_metadata",
-    "deleted_user_customer",
-)
 DEMO_SCOPE = {"env": "prod"}
 
 

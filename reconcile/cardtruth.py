@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from reconcile.findings import CARD_KINDS
 from reconcile.groundtruth import Score
 
 if TYPE_CHECKING:
     from reconcile.sandbox.seed import SeededAccount
 
 __all__ = [
-    "CARD_KINDS",
     "CardKey",
     "expected_card_keys",
     "score_card_findings",
@@ -25,7 +25,6 @@ __all__ = [
 ]
 
 CardKey = tuple[str, str, str]
-CARD_KINDS = ("card_expiring", "card_expired", "missing_default_payment_method", "duplicate_card")
 _PER_CARD = ("card_expiring", "card_expired")
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "CARD_KINDS",
+    "CUSTOMER_KINDS",
     "FINDING_COLUMNS",
     "SEVERITY_BY_KIND",
     "SORT_COLUMNS",
@@ -57,6 +59,25 @@ class FindingKind(StrEnum):
     CARD_EXPIRED = "card_expired"
     MISSING_DEFAULT_PAYMENT_METHOD = "missing_default_payment_method"
     DUPLICATE_CARD = "duplicate_card"
+
+
+# The kinds each job reports: reconcile the customer side, card-expiry the cards.
+CUSTOMER_KINDS: tuple[str, ...] = (
+    FindingKind.DUPLICATE_USER_ID,
+    FindingKind.DUPLICATE_EMAIL,
+    FindingKind.DUPLICATE_LINK,
+    FindingKind.ORPHAN_CUSTOMER,
+    FindingKind.MISSING_CUSTOMER,
+    FindingKind.UNLINKED_USER,
+    FindingKind.STALE_METADATA,
+    FindingKind.DELETED_USER_CUSTOMER,
+)
+CARD_KINDS: tuple[str, ...] = (
+    FindingKind.CARD_EXPIRING,
+    FindingKind.CARD_EXPIRED,
+    FindingKind.MISSING_DEFAULT_PAYMENT_METHOD,
+    FindingKind.DUPLICATE_CARD,
+)
 
 
 class Severity(StrEnum):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from reconcile import findings
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
 from reconcile.findings import FindingKind
 from reconcile.sandbox.seed import (
@@ -27,17 +28,8 @@ from reconcile.sandbox.seed import (
 from reconcile.snapshots import customers_frame, normalize_users
 
 NOW = 1_760_000_000  # 2025-10-09, mid-month: both card windows exist
-CUSTOMER_KINDS = {
-    "duplicate_user_id",
-    "duplicate_email",
-    "duplicate_link",
-    "orphan_customer",
-    "missing_customer",
-    "unlinked_user",
-    "stale_metadata",
-    "deleted_user_customer",
-}
-CARD_KINDS = {"card_expired", "card_expiring", "missing_default_payment_method", "duplicate_card"}
+CUSTOMER_KINDS = set(findings.CUSTOMER_KINDS)
+CARD_KINDS = set(findings.CARD_KINDS)
 
 
 def _config(scope: dict[str, str] | None = None) -> CompareConfig:

@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.demo import CUSTOMER_KINDS
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from reconcile.findings import FINDING_COLUMNS
+from reconcile.findings import CUSTOMER_KINDS, FINDING_COLUMNS
 from reconcile.groundtruth import score_findings
 from reconcile.sandbox.runner import SandboxServer
 from tests.seeded import SeededWorld, build_world
