@@ -79,6 +79,8 @@ def _fact_text(key: str, value: Any) -> str:
         return ""
     if key == "duration_seconds":
         return _duration_text(value)
+    if "created" in key or key.endswith(("_at", "_timestamp")):
+        return str(value)  # an epoch time reads wrong with thousands separators
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -91,6 +93,8 @@ def _facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key in sorted(summary):
         value = summary[key]
         if key in _HANDLED_KEYS or isinstance(value, (Mapping, list, tuple)):
+            continue
+        if value is None or value == "":
             continue
         facts.append((key.replace("_", " ").capitalize(), _fact_text(key, value)))
     return facts
@@ -117,11 +121,28 @@ def render_summary_html(
     )
     bars = _chart(kind_severity_counts)
     title_job = str(summary.get("job", "run"))
+    by_severity: dict[str, int] = {}
+    for _, severity, count in kind_severity_counts:
+        by_severity[severity] = by_severity.get(severity, 0) + count
     return _environment().get_template("summary.html.j2").render(
         title=f"stripe-reconcile {title_job} {summary.get('run_id', '')}".strip(),
         facts=_facts(summary),
         kind_rows=list(kind_severity_counts),
         total_findings=sum(count for _, _, count in kind_severity_counts),
+        severity_counts=[
+            (severity, by_severity[severity])
+            for severity in ("error", "warning", "info")
+            if by_severity.get(severity)
+        ],
+        headline_facts=[
+            text
+            for key, text in (
+                ("status", str(summary.get("status", ""))),
+                ("mode", f"{summary.get('mode')} mode"),
+                ("duration_seconds", _duration_text(summary.get("duration_seconds"))),
+            )
+            if summary.get(key) is not None
+        ],
         bars=bars,
         chart_label_width=_CHART_LABEL_WIDTH,
         chart_bar_max=_CHART_BAR_MAX,

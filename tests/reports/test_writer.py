@@ -186,6 +186,12 @@ def test_summary_html_shows_facts_counts_chart_and_requests(
     assert "orphan_customer" in page
     assert '<td class="n">2</td>' in page
     assert "GET /v1/customers/:id" in page
+    # The first line a person reads: the total and the split by severity, before the facts.
+    headline = page[page.index('<p class="headline">') :].split("</p>", 1)[0]
+    assert "3 findings" in headline
+    assert "2 warning" in headline
+    assert "1 info" in headline
+    assert page.index("Findings by kind") < page.index("<h2>Run</h2>")
     assert "<script" not in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
