@@ -2,9 +2,10 @@
 
 Default scope: the customer listing with each default payment method expanded inline,
 one request per 100 customers. `--all-cards` (option `all_cards`): every card of every
-customer, one `GET /v1/customers/{id}/payment_methods` each, on a thread pool under the
+customer, one `GET /v1/customers/{id}/payment_methods` each, started as the listing's
+pages arrive (jobs.per_customer), so both endpoints' budgets are used at once under the
 shared limiter. Customers outside `[userdb] scope` (unless a user links to them) are
-left out, as in reconcile.
+left out, as in reconcile. The listing is the resumable one (jobs.resume).
 
 Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
 `confirm_live`.
@@ -13,14 +14,15 @@ Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jobs.base import Job, JobContext, JobResult
+from jobs.per_customer import OverlappedScan, scan_customers, scan_workers
 from jobs.reconcile_job import compare_config, metadata_keys_needed
 from jobs.reminder_memory import ReminderMemory
 from jobs.reminders import due_reminders, load_templates, reminder_messages, send_reminders
+from jobs.resume import list_customers
 from reconcile.cards import (
     REMINDER_COLUMNS,
     card_findings,
@@ -34,7 +36,6 @@ from reconcile.errors import ConfigError
 from reconcile.gateway import StripeGateway
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
-from reconcile.pager import iter_customers
 from reconcile.snapshots import customers_frame
 from reports.email import smtp_password
 
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_CARD_EXPANDS",
     "JOB",
     "PAYMENT_METHOD_WORKERS",
+    "cards_of_customer",
     "default_cards",
     "fetch_all_cards",
     "live_send_confirmed",
@@ -51,6 +53,7 @@ __all__ = [
 log = get_logger(__name__)
 
 CONFIRM_LIVE_ENV = "STRIPE_RECONCILE_CONFIRM_LIVE"
+JOB_NAME = "card-expiry"
 DEFAULT_CARD_EXPANDS = ("invoice_settings.default_payment_method", "default_source")
 # Enough to keep the limiter's budget busy at Stripe's latency (about 0.3 s a call);
 # the limiter, not the pool, sets the pace.
@@ -86,6 +89,23 @@ def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def cards_of_customer(gateway: StripeGateway, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every card of one customer; the legacy default source added when not listed."""
+    customer_id = str(record["id"])
+    default_id, default_obj = _default_of(record)
+    rows = []
+    for pm in gateway.list_payment_methods(customer_id, type="card"):
+        row = card_from_object(pm, customer_id, is_default=pm.get("id") == default_id)
+        if row is not None:
+            rows.append(row)
+    listed = {row["payment_method_id"] for row in rows}
+    if default_obj is not None and default_id not in listed:
+        row = card_from_object(default_obj, customer_id, is_default=True)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
 def fetch_all_cards(
     gateway: StripeGateway,
     records: Iterable[Mapping[str, Any]],
@@ -93,25 +113,16 @@ def fetch_all_cards(
     workers: int = PAYMENT_METHOD_WORKERS,
 ) -> list[dict[str, Any]]:
     """Every card of each customer, fetched concurrently; the legacy default source added."""
-    customers = [(str(r["id"]), *_default_of(r)) for r in records]
-
-    def cards_of(item: tuple[str, str | None, Any]) -> list[dict[str, Any]]:
-        customer_id, default_id, default_obj = item
-        rows = []
-        for pm in gateway.list_payment_methods(customer_id, type="card"):
-            row = card_from_object(pm, customer_id, is_default=pm.get("id") == default_id)
-            if row is not None:
-                rows.append(row)
-        listed = {row["payment_method_id"] for row in rows}
-        if default_obj is not None and default_id not in listed:
-            row = card_from_object(default_obj, customer_id, is_default=True)
-            if row is not None:
-                rows.append(row)
-        return rows
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cards") as pool:
-        # map keeps the input order, and cards_frame sorts anyway: the result is deterministic.
-        return [row for rows in pool.map(cards_of, customers) for row in rows]
+    listed = list(records)
+    by_id = {str(r["id"]): r for r in listed}
+    per_customer = scan_customers(
+        list(by_id),
+        lambda customer_id: cards_of_customer(gateway, by_id[customer_id]),
+        workers=workers,
+        description="listing payment methods",
+    )
+    # In the input order, and cards_frame sorts anyway: the result is deterministic.
+    return [row for rows in per_customer for row in rows]
 
 
 def _check_send(ctx: JobContext) -> str | None:
@@ -136,19 +147,44 @@ def run(ctx: JobContext) -> JobResult:
     templates = load_templates(settings.card_expiry)
 
     users = ctx.userdb.read_users()
-    created_lt = int(ctx.started_at.timestamp())
-    records = list(iter_customers(ctx.gateway, created_lt=created_lt, expand=DEFAULT_CARD_EXPANDS))
-    if records:
-        ctx.gateway.confirm_mode(records[0])
-    customers = customers_frame(records, metadata_keys_needed(settings.userdb))
-    scoped = in_scope(
-        customers, users, compare_config(settings.userdb, ctx.gateway.mode)
-    ).to_numpy()
-    customers = customers[scoped].reset_index(drop=True)
-    records = [record for record, keep in zip(records, scoped, strict=True) if keep]
-    log.info("customers listed", customers=len(customers), all_cards=all_cards)
+    keys = metadata_keys_needed(settings.userdb)
+    config = compare_config(settings.userdb, ctx.gateway.mode)
 
-    rows = fetch_all_cards(ctx.gateway, records) if all_cards else default_cards(records)
+    def scoped(page: Sequence[Mapping[str, Any]]) -> Sequence[bool]:
+        # Scope depends on a customer's own metadata and on the users only, so a page
+        # can be judged on its own, as it arrives.
+        return list(in_scope(customers_frame(page, keys), users, config).to_numpy())
+
+    scan: OverlappedScan[list[dict[str, Any]]] | None = None
+    if all_cards:
+        # Payment-method calls start as customer pages arrive, on their own endpoint's budget.
+        scan = OverlappedScan(
+            lambda record: cards_of_customer(ctx.gateway, record),
+            scoped,
+            workers=scan_workers(ctx.gateway.limiter),
+            description="listing payment methods",
+        )
+    try:
+        records, _listing = list_customers(
+            ctx,
+            JOB_NAME,
+            expand=DEFAULT_CARD_EXPANDS,
+            on_page=scan.submit_page if scan is not None else None,
+        )
+        if records:
+            ctx.gateway.confirm_mode(records[0])
+        customers = customers_frame(records, keys)
+        kept = in_scope(customers, users, config).to_numpy()
+        customers = customers[kept].reset_index(drop=True)
+        records = [record for record, keep in zip(records, kept, strict=True) if keep]
+        log.info("customers listed", customers=len(customers), all_cards=all_cards)
+        if scan is not None:
+            rows = [row for rows in scan.finish(records) for row in rows]
+        else:
+            rows = default_cards(records)
+    finally:
+        if scan is not None:
+            scan.close()
     cards = cards_frame(rows)
     people = customer_people(customers, users, settings.userdb.user_id_metadata_key)
     findings = card_findings(cards, customers, people, ctx.today, days=days, all_cards=all_cards)
@@ -201,7 +237,7 @@ def run(ctx: JobContext) -> JobResult:
 
 
 JOB = Job(
-    name="card-expiry",
+    name=JOB_NAME,
     description=(
         "Expiring and expired cards (default cards, or every card with --all-cards), "
         "cards without a default, duplicate cards; reminder emails with --send."

@@ -52,7 +52,7 @@ def tag_duplicate(ctx: JobContext, action: PlannedAction) -> ActionDone:
 
 
 def run(ctx: JobContext) -> JobResult:
-    snapshot = read_snapshot(ctx)
+    snapshot = read_snapshot(ctx, NAME)
     kinds = {FindingKind.DUPLICATE_USER_ID.value, FindingKind.DUPLICATE_EMAIL.value}
     duplicates = snapshot.findings[snapshot.findings["kind"].isin(kinds).to_numpy()].reset_index(
         drop=True

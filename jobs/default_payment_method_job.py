@@ -9,6 +9,7 @@ import pandas as pd
 from jobs.apply import ActionDone, PlannedAction, carry_out
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
+from jobs.per_customer import scan_customers, scan_workers
 from jobs.reconcile_job import compare_config
 from reconcile.compare import in_scope
 from reconcile.plans import ACTION_SET_DEFAULT_PM, plan_default_payment_method
@@ -30,14 +31,15 @@ def set_default(ctx: JobContext, action: PlannedAction) -> ActionDone:
 
 
 def run(ctx: JobContext) -> JobResult:
-    snapshot = read_snapshot(ctx)
+    snapshot = read_snapshot(ctx, NAME)
     customers = snapshot.customers[
         in_scope(snapshot.customers, snapshot.users, compare_config(ctx.settings.userdb)).to_numpy()
     ]
     without_default = customers[customers["default_payment_method"].isna().to_numpy()]
-    # No listing spans customers: one call per customer without a default.
-    cards: list[dict[str, Any]] = []
-    for customer_id in without_default["customer_id"].astype(str):
+
+    # No listing spans customers: one call per customer without a default, concurrently.
+    def cards_of(customer_id: str) -> list[dict[str, Any]]:
+        cards = []
         for method in ctx.gateway.list_payment_methods(customer_id):
             card = method.get("card") or {}
             cards.append(
@@ -49,6 +51,15 @@ def run(ctx: JobContext) -> JobResult:
                     "exp_year": int(card.get("exp_year") or 0),
                 }
             )
+        return cards
+
+    per_customer = scan_customers(
+        list(without_default["customer_id"].astype(str)),
+        cards_of,
+        workers=scan_workers(ctx.gateway.limiter),
+        description="listing payment methods",
+    )
+    cards = [card for found in per_customer for card in found]
     plan = plan_default_payment_method(
         customers, pd.DataFrame.from_records(cards, columns=CARD_COLUMNS), ctx.today, job=NAME
     )

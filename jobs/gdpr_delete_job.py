@@ -44,7 +44,7 @@ def clear_link(ctx: JobContext, action: PlannedAction) -> ActionDone:
 
 
 def run(ctx: JobContext) -> JobResult:
-    snapshot = read_snapshot(ctx)
+    snapshot = read_snapshot(ctx, NAME)
     users = snapshot.users
     deleted_links = users[(users["deleted"].astype(bool) & users["customer_id"].notna()).to_numpy()]
     unlisted = sorted(

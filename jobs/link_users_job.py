@@ -32,7 +32,7 @@ def create_and_link(ctx: JobContext, action: PlannedAction) -> ActionDone:
 
 
 def run(ctx: JobContext) -> JobResult:
-    snapshot = read_snapshot(ctx)
+    snapshot = read_snapshot(ctx, NAME)
     settings = ctx.settings.userdb
     unlinked = snapshot.findings[
         (snapshot.findings["kind"] == FindingKind.UNLINKED_USER.value).to_numpy()

@@ -1,8 +1,10 @@
 """What every maintenance job starts from: the users, the customers, and the findings.
 
-The same reading as the reconcile job (jobs/reconcile_job.py), with the listing's upper
-bound one second past the run's start: a resumed run must see customers that the run it
-resumes created a moment earlier, or it would plan to create them again.
+The same reading as the reconcile job (jobs/reconcile_job.py): the concurrent, resumable
+listing (jobs.resume), keyed by the job's name, with its upper bound one second past the
+run's start. A resumed run must see customers that the run it resumes created a moment
+earlier, or it would plan to create them again: its adopted listing gets one more window,
+up to this run's bound.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import pandas as pd
 
 from jobs.base import JobContext
 from jobs.reconcile_job import classify_missing, compare_config, metadata_keys_needed
+from jobs.resume import list_customers
 from reconcile.compare import MissingCause, compare_all, missing_customer_ids
 from reconcile.logs import get_logger
-from reconcile.pager import iter_customers
 from reconcile.snapshots import customers_frame
 
 __all__ = ["Snapshot", "read_snapshot"]
@@ -37,14 +39,14 @@ class Snapshot:
         return {"customers_scanned": len(self.customers), "users_scanned": len(self.users)}
 
 
-def read_snapshot(ctx: JobContext, extra_metadata_keys: Sequence[str] = ()) -> Snapshot:
+def read_snapshot(ctx: JobContext, job: str, extra_metadata_keys: Sequence[str] = ()) -> Snapshot:
+    """Users, customers (the resumable listing of `job`) and the findings between them."""
     settings = ctx.settings.userdb
     users = ctx.userdb.read_users()
-    created_lt = int(ctx.started_at.timestamp()) + 1
     keys = [*metadata_keys_needed(settings), *extra_metadata_keys]
-    records = {
-        record["id"]: record for record in iter_customers(ctx.gateway, created_lt=created_lt)
-    }
+    listed, _listing = list_customers(ctx, job, bound_offset=1, extend_on_resume=True)
+    records = {record["id"]: record for record in listed}
+    del listed
     if records:
         ctx.gateway.confirm_mode(next(iter(records.values())))
     customers = customers_frame(records.values(), keys)

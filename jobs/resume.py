@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from jobs.base import JobContext
 from jobs.state import RunRecord, RunStatus, StateStore
 from reconcile.checkpoints import CheckpointStore, ListingRecord, listings_table
-from reconcile.limiter import PER_ENDPOINT_LIMIT
-from reconcile.listing import list_windows, window_bounds, workers_for
+from reconcile.listing import OnPage, list_windows, window_bounds, workers_for
 from reconcile.logs import get_logger
 from reconcile.progress import progress
 from reconcile.settings import Settings
@@ -131,13 +130,22 @@ def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord |
     return adopted
 
 
-def open_listing(ctx: JobContext, job: str) -> tuple[CheckpointStore, ListingRecord]:
-    """This run's listing: adopted from a failed run, or fresh with its windows."""
+def open_listing(
+    ctx: JobContext, job: str, *, bound_offset: int = 0, extend_on_resume: bool = False
+) -> tuple[CheckpointStore, ListingRecord]:
+    """This run's listing: adopted from a failed run, or fresh with its windows.
+
+    The bound is the run's start plus `bound_offset` seconds. With `extend_on_resume`, an
+    adopted listing also gets a window up to this run's bound: a job that writes must see
+    the customers the run it resumes created after that run's bound.
+    """
     store = CheckpointStore(ctx.state.engine)
+    created_lt = int(ctx.started_at.timestamp()) + bound_offset
     adopted = _adopt(ctx, store, job)
     if adopted is not None:
+        if extend_on_resume:
+            adopted = store.extend_listing(ctx.run_id, created_lt)
         return store, adopted
-    created_lt = int(ctx.started_at.timestamp())
     work_dir = work_dir_for(Path(ctx.out_dir).absolute(), job, ctx.run_id)
     listing = store.start_listing(
         ctx.run_id,
@@ -151,22 +159,35 @@ def open_listing(ctx: JobContext, job: str) -> tuple[CheckpointStore, ListingRec
 
 
 def list_customers(
-    ctx: JobContext, job: str, *, expand: Sequence[str] = ()
+    ctx: JobContext,
+    job: str,
+    *,
+    expand: Sequence[str] = (),
+    on_page: OnPage | None = None,
+    bound_offset: int = 0,
+    extend_on_resume: bool = False,
 ) -> tuple[list[dict[str, Any]], ListingRecord]:
-    """Every customer created before the listing's bound, resuming where the options say."""
-    store, listing = open_listing(ctx, job)
+    """Every customer created before the listing's bound, resuming where the options say.
+
+    Newest first, ties by id. `on_page` sees each page fetched by this run as it arrives
+    (not the pages a resumed run reads back), so per-customer calls can start early.
+    """
+    store, listing = open_listing(
+        ctx, job, bound_offset=bound_offset, extend_on_resume=extend_on_resume
+    )
     stop = ctx.options.get(STOP_OPTION)
-    windows = len(store.windows(listing.listing_id))
+    limiter = ctx.gateway.limiter
     with progress("listing customers") as advance:
         records = list_windows(
             ctx.gateway,
             store,
             listing.listing_id,
             Path(listing.work_dir),
-            workers=workers_for(min(ctx.gateway.limiter.global_limit, PER_ENDPOINT_LIMIT), windows),
+            workers=workers_for(min(limiter.global_limit, limiter.per_endpoint_limit)),
             expand=expand,
             stop=stop if isinstance(stop, threading.Event) else None,
             advance=advance,
+            on_page=on_page,
             file_mode=ctx.settings.reports.file_mode,
             on_resume=lambda rows, pages: log.info(
                 "stored pages read back", customers=rows, pages=pages

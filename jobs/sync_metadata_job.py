@@ -28,7 +28,7 @@ def update_customer(ctx: JobContext, action: PlannedAction) -> ActionDone:
 
 
 def run(ctx: JobContext) -> JobResult:
-    snapshot = read_snapshot(ctx)
+    snapshot = read_snapshot(ctx, NAME)
     stale = snapshot.findings[
         (snapshot.findings["kind"] == FindingKind.STALE_METADATA.value).to_numpy()
     ].reset_index(drop=True)

@@ -222,6 +222,84 @@ class CheckpointStore:
                 )
             )
 
+    def split_window(
+        self, listing_id: str, window: int, *, at: int, new_window: int
+    ) -> WindowCheckpoint:
+        """Cut `[gte, lt)` at `at`: the window keeps `[at, lt)` and its cursor, and a new,
+        empty window `new_window` gets `[gte, at)`; one transaction, so both or neither."""
+        now = datetime.now(UTC).timestamp()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                checkpoints_table.select().where(
+                    checkpoints_table.c.listing_id == listing_id,
+                    checkpoints_table.c.window == window,
+                )
+            ).one()
+            old = _window(row)
+            if not (old.created_gte or 0) < at < old.created_lt:
+                raise ValueError(
+                    f"cannot split window {window} [{old.created_gte}, {old.created_lt}) at {at}"
+                )
+            conn.execute(
+                checkpoints_table.update()
+                .where(
+                    checkpoints_table.c.listing_id == listing_id,
+                    checkpoints_table.c.window == window,
+                )
+                .values(created_gte=at, updated_at=now)
+            )
+            conn.execute(
+                checkpoints_table.insert().values(
+                    listing_id=listing_id,
+                    window=new_window,
+                    created_gte=old.created_gte,
+                    created_lt=at,
+                    last_id=None,
+                    pages=0,
+                    rows=0,
+                    done=False,
+                    updated_at=now,
+                )
+            )
+        return WindowCheckpoint(new_window, old.created_gte, at, None, 0, 0, False)
+
+    def extend_listing(self, run_id: str, created_lt: int) -> ListingRecord:
+        """Move `run_id`'s snapshot bound up to `created_lt`, with a new window for the gap."""
+        listing = self.listing_of(run_id)
+        if listing is None:
+            raise ValueError(f"run {run_id} has no listing to extend")
+        if created_lt <= listing.created_lt:
+            return listing
+        now = datetime.now(UTC).timestamp()
+        windows = self.windows(listing.listing_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                checkpoints_table.insert().values(
+                    listing_id=listing.listing_id,
+                    window=max((w.window for w in windows), default=-1) + 1,
+                    created_gte=listing.created_lt,
+                    created_lt=created_lt,
+                    last_id=None,
+                    pages=0,
+                    rows=0,
+                    done=False,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                listings_table.update()
+                .where(listings_table.c.run_id == run_id)
+                .values(created_lt=created_lt)
+            )
+        return ListingRecord(
+            run_id,
+            listing.job,
+            listing.listing_id,
+            created_lt,
+            listing.work_dir,
+            listing.resumed_from,
+        )
+
     def forget_listing(self, listing_id: str) -> None:
         """Drop the cursors once the run's report is in place (the parts go with them)."""
         with self.engine.begin() as conn:

@@ -154,6 +154,8 @@ class RequestLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.global_limit = global_limit
+        self.per_endpoint_limit = per_endpoint_limit
+        self.search_limit = search_limit
         self._global = GcraBucket(bucket_shape(global_limit, burst))
         self._endpoint_shape = bucket_shape(per_endpoint_limit)
         self._endpoints: dict[str, GcraBucket] = {}

@@ -1,17 +1,32 @@
-"""The customer listing of a run: `created` windows paged concurrently, checkpointed, resumable.
+"""The customer listing of a run: a work queue of `created` windows, paged concurrently.
+
+The range below the run's fixed bound starts as a few date windows (1, 2, 4, ... days
+back, the oldest open below). Workers take windows from a queue; whenever the queue runs
+dry, a worker whose page came back full cuts the rest of its window in half by `created`
+and queues the older half, so dense stretches (a burst, years of steady sign-ups) are
+paged by as many cursors as there are workers, and the limiter, not the latency of one
+cursor, sets the pace. A window whose rest spans a single second cannot be cut: its
+customers share `created` and are paged by its cursor alone.
 
 Every page is stored as a Parquet part in the run's work folder (reports.parts) and
 only then is its window's cursor moved on in the state database (reconcile.checkpoints),
-the way tap-stripe moves a bookmark only after the data is stored. A run killed at any
-point resumes from the last stored page of each window, without fetching it again.
+the way tap-stripe moves a bookmark only after the data is stored; a cut is one
+transaction. A run killed at any point resumes from the last stored page of each
+window, without fetching it again.
+
+Where the server rejects the `created` filter, the windows are paged one after another,
+newest first, each starting after the last customer of the one before: one cursor over
+the whole listing, as the pager's fallback needs.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
+import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +37,18 @@ from reconcile.pager import iter_customer_window
 from reconcile.progress import Advance
 from reports.parts import read_parts, write_part
 
-__all__ = ["DAY", "PAGE_SIZE", "STRIPE_FLOOR", "list_windows", "window_bounds", "workers_for"]
+__all__ = [
+    "DAY",
+    "MAX_WORKERS",
+    "PAGE_SIZE",
+    "STRIPE_FLOOR",
+    "OnPage",
+    "list_windows",
+    "merge_records",
+    "split_point",
+    "window_bounds",
+    "workers_for",
+]
 
 log = get_logger(__name__)
 
@@ -31,8 +57,15 @@ DAY = 86_400
 # open below anyway, so this only shapes the split.
 STRIPE_FLOOR = 1_262_304_000
 PAGE_SIZE = 100
-# A list page takes about this long at Stripe; enough workers keep the limiter fed.
-_PAGE_SECONDS = 0.3
+# A list page takes about 0.3 s at Stripe, 0.4 s with jitter, plus storing it here: twice
+# that keeps the limiter fed when pages come back slow; extra workers only wait on it.
+_PAGE_SECONDS = 0.6
+# Threads share one interpreter: past this, more of them only add contention.
+MAX_WORKERS = 48
+
+OnPage = Callable[[list[dict[str, Any]]], None]
+"""Called with each page as it is stored (from the worker's thread), e.g. to start
+per-customer calls while the listing goes on."""
 
 
 def window_bounds(
@@ -57,9 +90,86 @@ def window_bounds(
     return windows
 
 
-def workers_for(requests_per_second: float, windows: int) -> int:
+def workers_for(requests_per_second: float) -> int:
     """Enough concurrent cursors to use the rate limit at Stripe's page latency."""
-    return max(1, min(windows, round(requests_per_second * _PAGE_SECONDS)))
+    return max(1, min(MAX_WORKERS, math.ceil(requests_per_second * _PAGE_SECONDS)))
+
+
+def split_point(
+    created_gte: int | None,
+    created_lt: int,
+    oldest_seen: int,
+    rows_seen: int,
+    floor: int = STRIPE_FLOOR,
+) -> int | None:
+    """Where to cut the rest of a window whose last full page ended at `oldest_seen`.
+
+    The window has listed `rows_seen` customers in `[oldest_seen, created_lt)`; what is
+    left lies in `[gte, oldest_seen]`. Cut that in half when it spans two seconds or more
+    and, at the density seen so far, holds more than a page; None otherwise.
+    """
+    low = floor if created_gte is None else created_gte
+    low = min(low, oldest_seen)
+    if oldest_seen - low < 2:
+        return None
+    density = rows_seen / max(1, created_lt - oldest_seen)
+    if density * (oldest_seen - low) <= PAGE_SIZE:
+        return None
+    # low < cut <= oldest_seen: the cursor's last customer stays inside its window.
+    return (low + oldest_seen + 1) // 2
+
+
+def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Newest first, ties by id, each id once: the same whatever the windows were."""
+    unique = {str(r["id"]): r for r in records}
+    return sorted(unique.values(), key=lambda r: (-int(r.get("created") or 0), str(r["id"])))
+
+
+class _Queue:
+    """Windows waiting for a worker, the windows being paged, and the latest checkpoints."""
+
+    def __init__(self, checkpoints: Sequence[WindowCheckpoint], workers: int) -> None:
+        self.cond = threading.Condition()
+        self.workers = workers
+        self.latest = {c.window: c for c in checkpoints}
+        self.waiting = sorted((c for c in checkpoints if not c.done), key=_newest_first)
+        self.running: set[int] = set()
+        self.next_window = max(self.latest, default=-1) + 1
+
+    def wants_more(self) -> bool:
+        with self.cond:
+            return not self.waiting
+
+    def add(self, checkpoint: WindowCheckpoint) -> None:
+        with self.cond:
+            self.latest[checkpoint.window] = checkpoint
+            self.waiting.append(checkpoint)
+            self.waiting.sort(key=_newest_first)
+            self.cond.notify_all()
+
+    def update(self, checkpoint: WindowCheckpoint) -> None:
+        with self.cond:
+            self.latest[checkpoint.window] = checkpoint
+
+    def new_window(self) -> int:
+        with self.cond:
+            window = self.next_window
+            self.next_window += 1
+            return window
+
+    def cursor_before(self, checkpoint: WindowCheckpoint) -> str | None:
+        """The last customer listed in the windows newer than this one (fallback paging)."""
+        with self.cond:
+            newer = [
+                c
+                for c in self.latest.values()
+                if c.created_lt > checkpoint.created_lt and c.last_id is not None
+            ]
+        return min(newer, key=lambda c: c.created_lt).last_id if newer else None
+
+
+def _newest_first(checkpoint: WindowCheckpoint) -> tuple[int, int]:
+    return (-checkpoint.created_lt, checkpoint.window)
 
 
 class _Pager:
@@ -69,69 +179,132 @@ class _Pager:
         store: CheckpointStore,
         listing_id: str,
         work_dir: Path,
+        queue: _Queue,
         *,
         expand: Sequence[str],
         stop: threading.Event | None,
         advance: Advance,
+        on_page: OnPage | None,
         file_mode: int,
     ) -> None:
         self.gateway = gateway
         self.store = store
         self.listing_id = listing_id
         self.work_dir = work_dir
+        self.queue = queue
         self.expand = expand
         self.stop = stop
         self.advance = advance
+        self.on_page = on_page
         self.file_mode = file_mode
         # Set when any worker fails, so the others stop at their next page.
         self.abort = threading.Event()
+        self.splits = 0
+        self.lock = threading.Lock()
 
-    def _stopping(self) -> bool:
+    def stopping(self) -> bool:
         return self.abort.is_set() or (self.stop is not None and self.stop.is_set())
 
-    def _store(self, window: int, page: int, records: list[dict[str, Any]]) -> None:
-        write_part(self.work_dir, window, page, records, file_mode=self.file_mode)
+    def _stored(
+        self, checkpoint: WindowCheckpoint, batch: list[dict[str, Any]], done: bool
+    ) -> WindowCheckpoint:
+        if batch:
+            write_part(
+                self.work_dir, checkpoint.window, checkpoint.pages, batch, file_mode=self.file_mode
+            )
+        moved = WindowCheckpoint(
+            window=checkpoint.window,
+            created_gte=checkpoint.created_gte,
+            created_lt=checkpoint.created_lt,
+            last_id=str(batch[-1]["id"]) if batch else checkpoint.last_id,
+            pages=checkpoint.pages + (1 if batch else 0),
+            rows=checkpoint.rows + len(batch),
+            done=done,
+        )
+        self.store.save_page(
+            self.listing_id,
+            moved.window,
+            last_id=moved.last_id,
+            pages=moved.pages,
+            rows=moved.rows,
+            done=done,
+        )
+        self.queue.update(moved)
+        if batch:
+            self.advance(len(batch))
+            if self.on_page is not None:
+                self.on_page(batch)
+        return moved
+
+    def _maybe_split(self, checkpoint: WindowCheckpoint, oldest_seen: int) -> WindowCheckpoint:
+        if self.gateway.created_filter_supported is not True or not self.queue.wants_more():
+            return checkpoint
+        at = split_point(
+            checkpoint.created_gte, checkpoint.created_lt, oldest_seen, checkpoint.rows
+        )
+        if at is None:
+            return checkpoint
+        older = self.store.split_window(
+            self.listing_id, checkpoint.window, at=at, new_window=self.queue.new_window()
+        )
+        narrowed = WindowCheckpoint(
+            checkpoint.window,
+            at,
+            checkpoint.created_lt,
+            checkpoint.last_id,
+            checkpoint.pages,
+            checkpoint.rows,
+            False,
+        )
+        self.queue.update(narrowed)
+        self.queue.add(older)
+        with self.lock:
+            self.splits += 1
+        return narrowed
 
     def page_window(self, checkpoint: WindowCheckpoint) -> None:
-        page, rows, last_id = checkpoint.pages, checkpoint.rows, checkpoint.last_id
-        batch: list[dict[str, Any]] = []
-        customers = iter_customer_window(
-            self.gateway,
-            checkpoint.created_gte,
-            checkpoint.created_lt,
-            starting_after=last_id,
-            expand=self.expand,
-        )
         try:
-            for customer in customers:
-                batch.append(customer)
-                if len(batch) < PAGE_SIZE:
-                    continue
-                self._store(checkpoint.window, page, batch)
-                page, rows, last_id = page + 1, rows + len(batch), batch[-1]["id"]
-                self.store.save_page(
-                    self.listing_id,
-                    checkpoint.window,
-                    last_id=last_id,
-                    pages=page,
-                    rows=rows,
-                    done=False,
-                )
-                self.advance(len(batch))
-                batch = []
-                # Checked between pages: what was fetched is stored, nothing is half-done.
-                if self._stopping():
-                    return
+            self._page_window(checkpoint)
         except BaseException:
             self.abort.set()
             raise
-        if batch:
-            self._store(checkpoint.window, page, batch)
-            page, rows, last_id = page + 1, rows + len(batch), batch[-1]["id"]
-            self.advance(len(batch))
-        self.store.save_page(
-            self.listing_id, checkpoint.window, last_id=last_id, pages=page, rows=rows, done=True
-        )
+
+    def _page_window(self, checkpoint: WindowCheckpoint) -> None:
+        starting_after = checkpoint.last_id
+        if (
+            starting_after is None
+            and checkpoint.pages == 0
+            and self.gateway.created_filter_supported is False
+        ):
+            # One cursor over the whole listing: start after the newer windows' last customer.
+            starting_after = self.queue.cursor_before(checkpoint)
+        narrowed = True
+        while narrowed:
+            narrowed = False
+            batch: list[dict[str, Any]] = []
+            for customer in iter_customer_window(
+                self.gateway,
+                checkpoint.created_gte,
+                checkpoint.created_lt,
+                starting_after=starting_after,
+                expand=self.expand,
+            ):
+                batch.append(customer)
+                if len(batch) < PAGE_SIZE:
+                    continue
+                oldest_seen = int(batch[-1].get("created") or 0)
+                checkpoint = self._stored(checkpoint, batch, done=False)
+                batch = []
+                # Checked between pages: what was fetched is stored, nothing is half-done.
+                if self.stopping():
+                    return
+                cut = self._maybe_split(checkpoint, oldest_seen)
+                if cut is not checkpoint:
+                    # A page holds exactly PAGE_SIZE, so the next one is not fetched yet:
+                    # ask again for the narrowed range, after the same customer.
+                    checkpoint, starting_after, narrowed = cut, cut.last_id, True
+                    break
+        self._stored(checkpoint, batch, done=True)
 
 
 def list_windows(
@@ -144,10 +317,12 @@ def list_windows(
     expand: Sequence[str] = (),
     stop: threading.Event | None = None,
     advance: Advance | None = None,
+    on_page: OnPage | None = None,
     file_mode: int = 0o600,
     on_resume: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every customer of the listing, newest window first, fetching only what is not stored.
+    """Every customer of the listing, newest first (ties by id), each once, fetching only
+    what is not stored. `on_page` sees the pages fetched now, not the ones read back.
 
     Raises RunInterrupted (after every worker stored its page) when `stop` is set.
     """
@@ -159,29 +334,21 @@ def list_windows(
         on_resume(stored, sum(c.pages for c in checkpoints))
     tick = advance or (lambda _n: None)
     tick(stored)
+    queue = _Queue(checkpoints, max(1, workers))
     pager = _Pager(
         gateway,
         store,
         listing_id,
         work_dir,
+        queue,
         expand=expand,
         stop=stop,
         advance=tick,
+        on_page=on_page,
         file_mode=file_mode,
     )
-    pending = [c for c in checkpoints if not c.done]
-    if pending:
-        with ThreadPoolExecutor(max(1, min(workers, len(pending))), "listing") as pool:
-            # Each worker runs in a copy of this context: its logs carry run_id and job.
-            futures = [
-                pool.submit(contextvars.copy_context().run, pager.page_window, c)
-                for c in pending
-            ]
-            for future in futures:
-                # A failing worker sets `abort`, so the others stop at their next page.
-                error = future.exception()
-                if error is not None:
-                    raise error
+    if queue.waiting:
+        _dispatch(queue, pager)
     finished = store.windows(listing_id)
     if not all(c.done for c in finished):
         log.warning(
@@ -194,4 +361,44 @@ def list_windows(
             "stopped on request after storing the current pages; "
             "run the job again with --resume to continue"
         )
-    return read_parts(work_dir, [(c.window, c.pages) for c in finished])
+    log.info("listing done", windows=len(finished), windows_cut=pager.splits)
+    return merge_records(read_parts(work_dir, [(c.window, c.pages) for c in finished]))
+
+
+def _dispatch(queue: _Queue, pager: _Pager) -> None:
+    """Hand waiting windows to workers until none waits and none runs, or one fails."""
+    errors: list[BaseException] = []
+
+    def finished(window: int, future: Future[None]) -> None:
+        with queue.cond:
+            queue.running.discard(window)
+            error = future.exception()
+            if error is not None:
+                errors.append(error)
+            queue.cond.notify_all()
+
+    def may_start() -> bool:
+        if not queue.waiting or len(queue.running) >= queue.workers:
+            return False
+        # Until a page shows the server takes `created`, one window at a time: a server
+        # that rejects it is paged by one cursor, not by every window from the start.
+        return pager.gateway.created_filter_supported is True or not queue.running
+
+    with ThreadPoolExecutor(queue.workers, "listing") as pool:
+        while True:
+            with queue.cond:
+                while not (errors or pager.stopping() or may_start() or not queue.running):
+                    # A stop request does not notify: look again now and then.
+                    queue.cond.wait(timeout=0.5)
+                if errors or pager.stopping() or (not queue.waiting and not queue.running):
+                    break
+                if not may_start():
+                    continue
+                checkpoint = queue.waiting.pop(0)
+                checkpoint = queue.latest.get(checkpoint.window, checkpoint)
+                queue.running.add(checkpoint.window)
+            # Each worker runs in a copy of this context: its logs carry run_id and job.
+            future = pool.submit(contextvars.copy_context().run, pager.page_window, checkpoint)
+            future.add_done_callback(functools.partial(finished, checkpoint.window))
+    if errors:
+        raise errors[0]

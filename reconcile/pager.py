@@ -50,6 +50,8 @@ def iter_customer_window(
                 gateway.created_filter_supported = True
                 last_id = customer["id"]
                 yield customer
+            # An empty window answered without complaint: the filter is accepted too.
+            gateway.created_filter_supported = True
             return
         except StripeRequestError as exc:
             if not rejects_created_filter(exc):

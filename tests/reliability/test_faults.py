@@ -39,7 +39,12 @@ WRITE_OPTIONS: dict[str, Any] = {"apply": True, "max_changes": 100_000}
 
 def patient(settings: Settings, **stripe: Any) -> Settings:
     return settings.model_copy(
-        update={"stripe": settings.stripe.model_copy(update={**PATIENT, **stripe})}
+        update={
+            "stripe": settings.stripe.model_copy(update={**PATIENT, **stripe}),
+            # 16 date windows: more list requests on this small account, so each profile
+            # draws its faults during the listing too.
+            "resume": settings.resume.model_copy(update={"windows": 16}),
+        }
     )
 
 

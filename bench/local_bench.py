@@ -1,0 +1,152 @@
+"""Local-side benchmark: customers snapshot, compare and reports alone, no Stripe, no network.
+
+Usage: .venv/bin/python bench/local_bench.py [--sizes N ...] [--seed S] [--profile]
+
+For each size N (users = customers = N, about: the seed generator plants its anomalies)
+a child process generates the seeded account, turns it into what the reconcile job holds
+after its listing (the listed customer records and the users snapshot), drops the
+generator's objects, resets the kernel's peak-RSS mark, and then times
+1. `customers_frame` (records to the customers snapshot),
+2. `missing_customer_ids` + `compare_all`,
+3. `write_run_reports` (CSV + Parquet + per-kind CSVs + summaries) into a temporary folder.
+It prints seconds per stage and the peak RSS of the process during those stages (the
+inputs held in memory included). `--profile` prints pyinstrument's top lines instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from reconcile.compare import CompareConfig, compare_all, missing_customer_ids  # noqa: E402
+from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG, generate_account  # noqa: E402
+from reconcile.snapshots import customers_frame, normalize_users  # noqa: E402
+from reports.writer import write_run_reports  # noqa: E402
+
+NOW = 1_760_000_000
+SIZES = (100_000, 300_000, 1_000_000)
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _inputs(n: int, seed: int) -> tuple[list[dict[str, Any]], pd.DataFrame, CompareConfig]:
+    config = CompareConfig(
+        user_id_metadata_key=GROUND_TRUTH_CONFIG["user_id_metadata_key"],
+        metadata_keys=tuple(GROUND_TRUTH_CONFIG["metadata_keys"]),
+        scope=GROUND_TRUTH_CONFIG["scope"],
+    )
+    account = generate_account(n, seed=seed, now=NOW)
+    deleted = set(account.deleted_customer_ids)
+    records = [c for c in account.customers if c["id"] not in deleted]
+    raw = pd.DataFrame(account.users)
+    users = normalize_users(
+        pd.DataFrame(
+            {
+                "user_id": raw["id"],
+                "email": raw["email"],
+                "name": raw["name"],
+                "customer_id": raw["stripe_customer_id"],
+                "deleted": raw["deleted_at"].notna(),
+                "meta.plan": raw["plan"],
+            }
+        ),
+        ["plan"],
+    )
+    del account, raw
+    gc.collect()
+    return records, users, config
+
+
+def _stages(
+    records: list[dict[str, Any]], users: pd.DataFrame, config: CompareConfig, out: Path
+) -> dict[str, float]:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    customers = customers_frame(records, config.customer_metadata_keys())
+    times["snapshot_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    causes: dict[str, Any] = {cid: "absent" for cid in missing_customer_ids(customers, users)}
+    findings = compare_all(customers, users, config, causes)
+    times["compare_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    write_run_reports(out, "reconcile", "bench-run", findings, {"customers": len(customers)})
+    times["reports_s"] = time.perf_counter() - started
+    times["findings"] = float(len(findings))
+    return times
+
+
+def one(n: int, seed: int, profile: bool) -> dict[str, float]:
+    records, users, config = _inputs(n, seed)
+    facts: dict[str, float] = {"customers": float(len(records)), "users": float(len(users))}
+    facts["inputs_rss_mb"] = _status_mb("VmRSS")
+    _reset_peak()
+    with tempfile.TemporaryDirectory() as out:
+        if profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+            with profiler:
+                facts.update(_stages(records, users, config, Path(out)))
+            print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
+        else:
+            facts.update(_stages(records, users, config, Path(out)))
+    facts["peak_rss_mb"] = _status_mb("VmHWM")
+    facts["total_s"] = facts["snapshot_s"] + facts["compare_s"] + facts["reports_s"]
+    return facts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="pyinstrument's profile")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.seed, args.profile)))
+        return
+    header = ("size", "snapshot s", "compare s", "reports s", "total s", "inputs MB", "peak MB")
+    print("".join(f"{h:>12}" for h in header))
+    for n in args.sizes:
+        # One child per size: its peak RSS is its own, not the largest size's so far.
+        command = [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)]
+        if args.profile:
+            command.append("--profile")
+        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        row = (
+            f"{n:,}",
+            f"{r['snapshot_s']:.2f}",
+            f"{r['compare_s']:.2f}",
+            f"{r['reports_s']:.2f}",
+            f"{r['total_s']:.2f}",
+            f"{r['inputs_rss_mb']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        )
+        print("".join(f"{c:>12}" for c in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

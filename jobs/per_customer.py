@@ -1,0 +1,134 @@
+"""Per-customer Stripe calls on a thread pool, under the shared limiter, with a progress bar.
+
+`scan_customers` runs one call per customer id once the ids are known.
+`OverlappedScan` starts the calls while the customer listing is still going: the listing
+hands it each page (`submit_page`, the listing's `on_page`), and `finish` adds what the
+listing read back from a resumed run, waits, and returns the results in the order of
+the final customer list. The calls are on another endpoint than the listing, so they use
+that endpoint's budget while the listing uses its own, both under the one global limit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
+from typing import Any, Generic, TypeVar
+
+from reconcile.limiter import RequestLimiter
+from reconcile.listing import workers_for
+from reconcile.progress import Advance, progress
+
+__all__ = ["OverlappedScan", "scan_customers", "scan_workers"]
+
+T = TypeVar("T")
+Record = Mapping[str, Any]
+
+
+def scan_workers(limiter: RequestLimiter) -> int:
+    """Enough concurrent calls to use one endpoint's budget at Stripe's latency."""
+    return workers_for(min(limiter.global_limit, limiter.per_endpoint_limit))
+
+
+def scan_customers(
+    customer_ids: Sequence[str],
+    fetch: Callable[[str], T],
+    *,
+    workers: int,
+    description: str,
+) -> list[T]:
+    """`fetch(id)` for every id, concurrently; results in the order of the ids."""
+    if not customer_ids:
+        return []
+    with (
+        progress(description, total=len(customer_ids)) as advance,
+        ThreadPoolExecutor(max(1, workers), thread_name_prefix="per-customer") as pool,
+    ):
+
+        def one(customer_id: str) -> T:
+            result = fetch(customer_id)
+            advance(1)
+            return result
+
+        # Each call runs in a copy of this context: its logs carry run_id and job.
+        futures = [pool.submit(copy_context().run, one, cid) for cid in customer_ids]
+        return [future.result() for future in futures]
+
+
+class OverlappedScan(Generic[T]):
+    """Per-customer calls started as listing pages arrive; see the module docstring.
+
+    `keep(page)` says which records of a page get a call (e.g. the in-scope ones);
+    `fetch(record)` makes the call.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[Record], T],
+        keep: Callable[[Sequence[Record]], Sequence[bool]],
+        *,
+        workers: int,
+        description: str,
+    ) -> None:
+        self._fetch = fetch
+        self._keep = keep
+        self._description = description
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="per-customer")
+        self._futures: dict[str, Future[T]] = {}
+        self._lock = threading.Lock()
+        self._done = 0
+        self._advance: Advance | None = None
+        self._failed = threading.Event()
+
+    def _one(self, record: Record) -> T:
+        try:
+            result = self._fetch(record)
+        except BaseException:
+            self._failed.set()
+            raise
+        with self._lock:
+            self._done += 1
+            if self._advance is not None:
+                self._advance(1)
+        return result
+
+    def submit(self, records: Iterable[Record]) -> None:
+        """Start a call for each record not started yet (all of them are kept)."""
+        with self._lock:
+            for record in records:
+                customer_id = str(record["id"])
+                if customer_id not in self._futures:
+                    self._futures[customer_id] = self._pool.submit(
+                        copy_context().run, self._one, record
+                    )
+
+    def submit_page(self, page: list[dict[str, Any]]) -> None:
+        """The listing's `on_page`: start the calls for the kept customers of this page."""
+        if self._failed.is_set():
+            # Stop the listing early: the run fails anyway, with the call's own error.
+            self._raise_first_error()
+        self.submit(record for record, kept in zip(page, self._keep(page), strict=True) if kept)
+
+    def _raise_first_error(self) -> None:
+        with self._lock:
+            futures = list(self._futures.values())
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+    def finish(self, records: Sequence[Record]) -> list[T]:
+        """Every call for `records` (the final, kept customers), in their order."""
+        try:
+            self.submit(records)
+            with progress(self._description, total=len(records)) as advance:
+                with self._lock:
+                    advance(self._done)
+                    self._advance = advance
+                return [self._futures[str(record["id"])].result() for record in records]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop calls not started yet and wait for the running ones (after a failure too)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

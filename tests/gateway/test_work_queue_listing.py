@@ -1,0 +1,154 @@
+"""The work-queue listing: concurrent `created` windows, cut while they run, equal to one cursor."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from reconcile.checkpoints import CheckpointStore, RunInterrupted
+from reconcile.gateway import StripeGateway
+from reconcile.limiter import RequestLimiter
+from reconcile.listing import list_windows, merge_records, split_point, window_bounds
+from reconcile.pager import iter_customers
+from reconcile.sandbox.runner import SandboxServer
+from reconcile.sandbox.seed import generate_account, load_into_sandbox
+from tests.gateway.test_pager_fallback import CUSTOMERS, _NoCreatedFilter
+
+KEY = "sk_test_" + "WorkQueue0123456789ab"
+NOW = 1_790_000_000
+TIE = NOW - 40 * 86_400  # 250 customers share this second
+BURST = NOW - 3_600  # 400 customers within the last hour
+
+
+@pytest.fixture
+def account(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
+    """600 customers over five years, 250 created in one second, 400 in one recent hour."""
+    sandbox = sandbox_server
+    sandbox.store.reset()
+    load_into_sandbox(sandbox.store, generate_account(600, seed=7, now=NOW))
+    data = sandbox.store.mode("test")
+    for n in range(250):
+        data.add_customer({"email": f"tie{n}@example.com"}, created=TIE)
+    for n in range(400):
+        data.add_customer({"email": f"burst{n}@example.com"}, created=BURST + n * 9)
+    yield sandbox
+    sandbox.store.reset()
+
+
+def _gateway(url: str) -> StripeGateway:
+    return StripeGateway(KEY, api_base=url, limiter=RequestLimiter(25.0))
+
+
+def _listing(tmp_path: Path, windows: list[tuple[int | None, int]]) -> tuple[CheckpointStore, Path]:
+    store = CheckpointStore(sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}"))
+    work_dir = tmp_path / "work"
+    store.start_listing("run1", "job", created_lt=NOW + 1, work_dir=str(work_dir), windows=windows)
+    return store, work_dir
+
+
+def test_the_merged_listing_equals_one_cursor_and_dense_windows_are_cut(
+    account: SandboxServer, tmp_path: Path
+) -> None:
+    gateway = _gateway(account.url)
+    sequential = list(iter_customers(gateway, created_lt=NOW + 1))
+    assert len(sequential) > 1_000
+
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
+    merged = list_windows(gateway, store, "run1", work_dir, workers=8)
+
+    assert [r["id"] for r in merged] == [r["id"] for r in merge_records(sequential)]
+    assert len({r["id"] for r in merged}) == len(merged)
+    assert merged == sorted(merged, key=lambda r: (-r["created"], r["id"]))
+    windows = store.windows("run1")
+    assert len(windows) > 4, "one window for 1,250 customers: nothing was cut"
+    assert all(w.done for w in windows)
+    assert sum(w.rows for w in windows) == len(sequential)
+    # The cuts partition the range: adjacent, no gap, no overlap.
+    bounds = sorted((w.created_gte or 0, w.created_lt) for w in windows)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    # The customers sharing one second sit in a single window, paged by one cursor.
+    tied = {w.window for w in windows if (w.created_gte or 0) <= TIE < w.created_lt}
+    assert len(tied) == 1
+
+
+def test_a_stopped_listing_resumes_to_the_same_result_without_refetching(
+    account: SandboxServer, tmp_path: Path
+) -> None:
+    gateway = _gateway(account.url)
+    reference = merge_records(list(iter_customers(gateway, created_lt=NOW + 1)))
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
+    stop = threading.Event()
+    pages: list[int] = []
+
+    def stop_after_five(page: list[dict[str, Any]]) -> None:
+        pages.append(len(page))
+        if len(pages) == 5:
+            stop.set()
+
+    with pytest.raises(RunInterrupted):
+        list_windows(
+            gateway, store, "run1", work_dir, workers=4, stop=stop, on_page=stop_after_five
+        )
+    stored = sum(w.rows for w in store.windows("run1"))
+    assert 0 < stored < len(reference)
+
+    account.request_log.clear()
+    resumed = list_windows(gateway, store, "run1", work_dir, workers=4)
+    assert [r["id"] for r in resumed] == [r["id"] for r in reference]
+    fetched = sum(len(e.params.get("limit", "")) > 0 for e in account.request_log.entries())
+    # Only what was not stored is fetched again (plus one short page per window).
+    assert fetched <= -(-(len(reference) - stored) // 100) + len(store.windows("run1"))
+
+
+def test_split_point_halves_the_rest_only_when_it_is_worth_a_page() -> None:
+    # 100 customers in the last 100 s: the rest down to 1000 s back holds ~900 more.
+    assert split_point(NOW - 1_000, NOW, NOW - 100, 100) == NOW - 550
+    # The rest spans under two seconds: customers sharing `created` cannot be cut.
+    assert split_point(NOW - 101, NOW, NOW - 100, 100) is None
+    # Sparse: the rest would hold less than a page at the density seen.
+    assert split_point(NOW - 1_000, NOW, NOW - 900, 10) is None
+    # Open below: the floor stands in for the lower bound, and stays inside the window.
+    cut = split_point(None, NOW, NOW - 100, 100, floor=NOW - 10_000)
+    assert cut is not None
+    assert NOW - 10_000 < cut <= NOW - 100
+
+
+@pytest.fixture
+def rejecting_server() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
+    seen: list[dict[str, list[str]]] = []
+    handler = type("Handler", (_NoCreatedFilter,), {"seen": seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_server_that_rejects_created_is_paged_by_one_cursor(
+    rejecting_server: tuple[str, list[dict[str, list[str]]]], tmp_path: Path
+) -> None:
+    url, seen = rejecting_server
+    store = CheckpointStore(sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}"))
+    windows: list[tuple[int | None, int]] = [(1_200, 1_240), (1_100, 1_200), (None, 1_100)]
+    store.start_listing(
+        "run1", "job", created_lt=1_240, work_dir=str(tmp_path / "w"), windows=windows
+    )
+
+    listed = list_windows(_gateway(url), store, "run1", tmp_path / "w", workers=8)
+
+    assert [r["id"] for r in listed] == [c["id"] for c in CUSTOMERS if c["created"] < 1_240]
+    plain = [q for q in seen if not any(name.startswith("created") for name in q)]
+    cursors = [q.get("starting_after", [None])[0] for q in plain]
+    # One cursor: only the first window starts from the top; each later one starts after
+    # the last customer of the one before (its first page may be asked for twice).
+    assert cursors.count(None) == 1
+    assert len(plain) <= -(-len(CUSTOMERS) // 100) + len(windows)
+    assert len(store.windows("run1")) == len(windows)  # nothing cut without the filter
