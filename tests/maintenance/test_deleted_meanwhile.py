@@ -1,0 +1,41 @@
+"""A customer deleted in Stripe between the listing and its write: that action fails alone."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from jobs.audit import AuditLog
+from reconcile.errors import EXIT_ACTIONS_FAILED
+from tests.maintenance.world import MaintenanceWorld
+
+
+def test_an_update_of_a_customer_deleted_meanwhile_is_audited_and_the_run_goes_on(
+    mworld: MaintenanceWorld,
+) -> None:
+    plan = mworld.run("sync-metadata").result.extra_tables["plan"]
+    targets = [c for c in plan["customer_id"] if c in ("cus_sync1", "cus_sync2")]
+    assert len(targets) == 2
+    first, second = targets
+
+    def delete_the_next_one(done: int) -> None:
+        # Someone deletes the customer in the dashboard while the run is under way.
+        if done == 1:
+            mworld.sandbox.store.mark_deleted("test", [second])
+
+    outcome = mworld.run("sync-metadata", apply=True, after_action=delete_the_next_one)
+
+    assert outcome.exit_code == EXIT_ACTIONS_FAILED
+    assert outcome.summary["status"] == "partial"
+    engine = sa.create_engine(mworld.settings.state.url)
+    try:
+        entries = {e.customer_id: e for e in AuditLog(engine).entries(job="sync-metadata")}
+    finally:
+        engine.dispose()
+    assert entries[first].outcome == "applied"
+    failed = entries[second]
+    assert failed.outcome == "failed"
+    assert second in failed.error
+    assert "\n" not in failed.error
+    # The next run sees the customer gone and plans nothing more for it.
+    again = mworld.run("sync-metadata").result.extra_tables["plan"]
+    assert second not in set(again["customer_id"])
