@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-sandbox bench-compare clean
+.PHONY: demo test lint bench-sandbox bench-compare bench-scale bench-local clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ bench-sandbox: $(STAMP)
 
 bench-compare: $(STAMP)
 	$(BIN)/python bench/compare_bench.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale_bench.py --both
+
+bench-local: $(STAMP)
+	$(BIN)/python bench/local_bench.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache

@@ -1,16 +1,18 @@
 """Local-side benchmark: customers snapshot, compare and reports alone, no Stripe, no network.
 
-Usage: .venv/bin/python bench/local_bench.py [--sizes N ...] [--seed S] [--profile]
+Usage: .venv/bin/python bench/local_bench.py [--sizes N ...] [--seed S] [--profile] [--dicts]
 
 For each size N (users = customers = N, about: the seed generator plants its anomalies)
-a child process generates the seeded account, turns it into what the reconcile job holds
-after its listing (the listed customer records and the users snapshot), drops the
-generator's objects, resets the kernel's peak-RSS mark, and then times
-1. `customers_frame` (records to the customers snapshot),
+a child process generates the seeded account and turns it into what the reconcile job
+has once its listing is done: the customers stored as JSON in Parquet parts (as
+reports.parts stores pages) and the users snapshot. It drops the generator's objects,
+resets the kernel's peak-RSS mark, and then times
+1. the customers snapshot: `listing_frame` over the parts, as the job builds it (with
+   `--dicts`: the parts read back as dicts and `customers_frame`, the old way),
 2. `missing_customer_ids` + `compare_all`,
 3. `write_run_reports` (CSV + Parquet + per-kind CSVs + summaries) into a temporary folder.
 It prints seconds per stage and the peak RSS of the process during those stages (the
-inputs held in memory included). `--profile` prints pyinstrument's top lines instead.
+users snapshot held in memory included). `--profile` prints pyinstrument's top lines.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
+from reconcile.checkpoints import WindowCheckpoint  # noqa: E402
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids  # noqa: E402
+from reconcile.listing import listing_frame, merge_records  # noqa: E402
 from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG, generate_account  # noqa: E402
 from reconcile.snapshots import customers_frame, normalize_users  # noqa: E402
+from reports.parts import read_parts, write_part  # noqa: E402
 from reports.writer import write_run_reports  # noqa: E402
 
 NOW = 1_760_000_000
@@ -51,7 +56,12 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def _inputs(n: int, seed: int) -> tuple[list[dict[str, Any]], pd.DataFrame, CompareConfig]:
+PART_ROWS = 10_000  # bigger than a page: fewer files to fsync while setting up
+
+
+def _inputs(
+    n: int, seed: int, work_dir: Path
+) -> tuple[list[WindowCheckpoint], pd.DataFrame, CompareConfig]:
     config = CompareConfig(
         user_id_metadata_key=GROUND_TRUTH_CONFIG["user_id_metadata_key"],
         metadata_keys=tuple(GROUND_TRUTH_CONFIG["metadata_keys"]),
@@ -75,16 +85,31 @@ def _inputs(n: int, seed: int) -> tuple[list[dict[str, Any]], pd.DataFrame, Comp
         ["plan"],
     )
     del account, raw
+    pages = 0
+    for start in range(0, len(records), PART_ROWS):
+        write_part(work_dir, 0, pages, records[start : start + PART_ROWS])
+        pages += 1
+    del records
     gc.collect()
-    return records, users, config
+    return [WindowCheckpoint(0, None, NOW, None, pages, 0, True)], users, config
 
 
 def _stages(
-    records: list[dict[str, Any]], users: pd.DataFrame, config: CompareConfig, out: Path
+    parts: tuple[Path, list[WindowCheckpoint]],
+    users: pd.DataFrame,
+    config: CompareConfig,
+    out: Path,
+    dicts: bool,
 ) -> dict[str, float]:
     times: dict[str, float] = {}
+    work_dir, checkpoints = parts
+    keys = config.customer_metadata_keys()
     started = time.perf_counter()
-    customers = customers_frame(records, config.customer_metadata_keys())
+    if dicts:
+        records = read_parts(work_dir, [(c.window, c.pages) for c in checkpoints])
+        customers = customers_frame(merge_records(records), keys)
+    else:
+        customers = listing_frame(work_dir, checkpoints, keys)
     times["snapshot_s"] = time.perf_counter() - started
     started = time.perf_counter()
     causes: dict[str, Any] = {cid: "absent" for cid in missing_customer_ids(customers, users)}
@@ -97,21 +122,23 @@ def _stages(
     return times
 
 
-def one(n: int, seed: int, profile: bool) -> dict[str, float]:
-    records, users, config = _inputs(n, seed)
-    facts: dict[str, float] = {"customers": float(len(records)), "users": float(len(users))}
-    facts["inputs_rss_mb"] = _status_mb("VmRSS")
-    _reset_peak()
-    with tempfile.TemporaryDirectory() as out:
+def one(n: int, seed: int, profile: bool, dicts: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work_dir = Path(tmp) / "parts"
+        checkpoints, users, config = _inputs(n, seed, work_dir)
+        facts: dict[str, float] = {"users": float(len(users))}
+        facts["inputs_rss_mb"] = _status_mb("VmRSS")
+        _reset_peak()
+        out, parts = Path(tmp) / "out", (work_dir, checkpoints)
         if profile:
             from pyinstrument import Profiler
 
             profiler = Profiler()
             with profiler:
-                facts.update(_stages(records, users, config, Path(out)))
+                facts.update(_stages(parts, users, config, out, dicts))
             print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
         else:
-            facts.update(_stages(records, users, config, Path(out)))
+            facts.update(_stages(parts, users, config, out, dicts))
     facts["peak_rss_mb"] = _status_mb("VmHWM")
     facts["total_s"] = facts["snapshot_s"] + facts["compare_s"] + facts["reports_s"]
     return facts
@@ -122,18 +149,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="pyinstrument's profile")
+    parser.add_argument("--dicts", action="store_true", help="snapshot from dicts (old way)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.seed, args.profile)))
+        print(json.dumps(one(args.one, args.seed, args.profile, args.dicts)))
         return
     header = ("size", "snapshot s", "compare s", "reports s", "total s", "inputs MB", "peak MB")
     print("".join(f"{h:>12}" for h in header))
     for n in args.sizes:
         # One child per size: its peak RSS is its own, not the largest size's so far.
         command = [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)]
-        if args.profile:
-            command.append("--profile")
+        command += ["--profile"] if args.profile else []
+        command += ["--dicts"] if args.dicts else []
         done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])
         row = (

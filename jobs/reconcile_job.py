@@ -8,7 +8,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from jobs.base import Job, JobContext, JobResult
-from jobs.resume import list_customers
+from jobs.per_customer import scan_customers, scan_workers
+from jobs.resume import list_customers_frame
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
 from reconcile.errors import ConfigError, StripeNotFoundError
 from reconcile.logs import get_logger
@@ -73,20 +74,27 @@ def classify_missing(
     causes: dict[str, MissingCause] = {}
     late: list[dict[str, Any]] = []
     ids = list(customer_ids)
-    for number, customer_id in enumerate(ids, start=1):
+
+    def look_up(customer_id: str) -> tuple[MissingCause | None, dict[str, Any] | None]:
         try:
             found = ctx.gateway.retrieve_customer(customer_id)
         except StripeNotFoundError as exc:
-            causes[customer_id] = "other_mode" if exc.other_mode else "absent"
-        else:
-            if found.get("deleted"):
-                causes[customer_id] = "deleted"
-            else:
-                late.append(found)
+            return ("other_mode" if exc.other_mode else "absent"), None
+        return ("deleted", None) if found.get("deleted") else (None, found)
+
+    def record(customer_id: str, answer: tuple[MissingCause | None, dict[str, Any] | None]) -> None:
+        cause, found = answer
+        if cause is not None:
+            causes[customer_id] = cause
+        elif found is not None:
+            late.append(found)
+
+    # The sample one by one, so a key of the wrong mode stops the run after a few calls.
+    sample = ids[:WRONG_MODE_SAMPLE]
+    for number, customer_id in enumerate(sample, start=1):
+        record(customer_id, look_up(customer_id))
         other_mode = sum(cause == "other_mode" for cause in causes.values())
-        if number <= WRONG_MODE_SAMPLE and wrong_mode_suspected(
-            linked_users, len(ids), number, other_mode
-        ):
+        if wrong_mode_suspected(linked_users, len(ids), number, other_mode):
             raise ConfigError(
                 f"{len(ids)} of {linked_users} linked users' customer ids are missing in "
                 f"{ctx.gateway.mode.value} mode and most of those looked up exist in "
@@ -94,6 +102,16 @@ def classify_missing(
                 f"the wrong mode; set STRIPE_SECRET_KEY to a {ctx.gateway.mode.other.value}-mode "
                 "key"
             )
+    # The rest concurrently, under the limiter (results in the order of the ids).
+    rest = ids[WRONG_MODE_SAMPLE:]
+    answers = scan_customers(
+        rest,
+        look_up,
+        workers=scan_workers(ctx.gateway.limiter),
+        description="looking up missing customers",
+    )
+    for customer_id, answer in zip(rest, answers, strict=True):
+        record(customer_id, answer)
     return causes, late
 
 
@@ -104,11 +122,11 @@ def run(ctx: JobContext) -> JobResult:
 
     keys = metadata_keys_needed(settings)
     # Stored page by page and checkpointed, so a killed run resumes (jobs.resume).
-    records, listing = list_customers(ctx, "reconcile")
+    # Built from the stored pages by Arrow: no dict per customer is ever held.
+    customers, listing = list_customers_frame(ctx, "reconcile", keys)
     created_lt = listing.created_lt
-    if records:
-        ctx.gateway.confirm_mode(records[0])
-    customers = customers_frame(records, keys)
+    if len(customers):
+        ctx.gateway.confirm_mode({"livemode": bool(customers["livemode"].iloc[0])})
     log.info("customers listed", customers=len(customers), created_lt=created_lt)
 
     causes, late = classify_missing(

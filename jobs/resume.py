@@ -18,16 +18,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from jobs.base import JobContext
 from jobs.state import RunRecord, RunStatus, StateStore
-from reconcile.checkpoints import CheckpointStore, ListingRecord, listings_table
-from reconcile.listing import OnPage, list_windows, window_bounds, workers_for
+from reconcile.checkpoints import CheckpointStore, ListingRecord, WindowCheckpoint, listings_table
+from reconcile.listing import (
+    OnPage,
+    listing_frame,
+    merge_records,
+    page_windows,
+    window_bounds,
+    workers_for,
+)
 from reconcile.logs import get_logger
 from reconcile.progress import progress
 from reconcile.settings import Settings
-from reports.parts import remove_work_dir, work_dir_for
+from reports.parts import read_parts, remove_work_dir, work_dir_for
 
 if TYPE_CHECKING:
     from jobs.runner import RunOutcome
@@ -38,6 +46,7 @@ __all__ = [
     "STOP_OPTION",
     "forget_listing",
     "list_customers",
+    "list_customers_frame",
     "open_listing",
     "resumable_run",
 ]
@@ -172,13 +181,43 @@ def list_customers(
     Newest first, ties by id. `on_page` sees each page fetched by this run as it arrives
     (not the pages a resumed run reads back), so per-customer calls can start early.
     """
+    finished, listing = _page(
+        ctx,
+        job,
+        expand=expand,
+        on_page=on_page,
+        bound_offset=bound_offset,
+        extend_on_resume=extend_on_resume,
+    )
+    work_dir = Path(listing.work_dir)
+    return merge_records(read_parts(work_dir, [(c.window, c.pages) for c in finished])), listing
+
+
+def list_customers_frame(
+    ctx: JobContext, job: str, metadata_keys: Sequence[str]
+) -> tuple[pd.DataFrame, ListingRecord]:
+    """The same listing as the customers snapshot, built from the stored pages by Arrow:
+    no Python object per customer, for jobs that need only the snapshot."""
+    finished, listing = _page(ctx, job)
+    return listing_frame(Path(listing.work_dir), finished, metadata_keys), listing
+
+
+def _page(
+    ctx: JobContext,
+    job: str,
+    *,
+    expand: Sequence[str] = (),
+    on_page: OnPage | None = None,
+    bound_offset: int = 0,
+    extend_on_resume: bool = False,
+) -> tuple[list[WindowCheckpoint], ListingRecord]:
     store, listing = open_listing(
         ctx, job, bound_offset=bound_offset, extend_on_resume=extend_on_resume
     )
     stop = ctx.options.get(STOP_OPTION)
     limiter = ctx.gateway.limiter
     with progress("listing customers") as advance:
-        records = list_windows(
+        finished = page_windows(
             ctx.gateway,
             store,
             listing.listing_id,
@@ -193,7 +232,7 @@ def list_customers(
                 "stored pages read back", customers=rows, pages=pages
             ),
         )
-    return records, listing
+    return finished, listing
 
 
 def forget_listing(outcome: RunOutcome, settings: Settings) -> None:

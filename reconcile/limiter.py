@@ -11,7 +11,7 @@ Shape of a bucket for a limit of N requests a second: burst ``b`` and emission i
 ``T = (1 + SAFETY) / (N - b + 1)``. A GCRA-conforming sequence holds at most
 ``b + floor(d / T)`` requests in any closed interval of length ``d``; with that ``T`` that
 is at most ``N`` in any one-second window, and the sustained rate ``1 / T`` stays within a
-few percent of ``N`` (94% at 25/s, 93% at 20/s, 97% at 100/s, 98% below 20/s).
+few percent of ``N`` (91% at 25/s, 90% at 20/s, 94% at 100/s, 95% below 20/s).
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ MODE_LIMITS: dict[Mode, float] = {Mode.TEST: 25.0, Mode.LIVE: 100.0}
 PER_ENDPOINT_LIMIT = 25.0
 SEARCH_LIMIT = 20.0
 # Stretch of the emission interval: keeps the window bound strict despite float rounding
-# and leaves a little room for arrival jitter on the way to the server.
-SAFETY = 0.02
+# and leaves room for arrival jitter on the way to the server. 0.02 left ~20 ms at 25/s,
+# and a busy client (30 threads parsing pages) sends some requests later than that:
+# bench/scale_bench.py saw 41 429s in 1,380 requests; 0.05 leaves a request and ~70 ms.
+SAFETY = 0.05
 
 
 @dataclass(frozen=True)

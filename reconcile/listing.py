@@ -30,12 +30,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from reconcile.checkpoints import CheckpointStore, RunInterrupted, WindowCheckpoint
 from reconcile.gateway import StripeGateway
 from reconcile.logs import get_logger
 from reconcile.pager import iter_customer_window
 from reconcile.progress import Advance
-from reports.parts import read_parts, write_part
+from reconcile.snapshots import customers_frame_from_json
+from reports.parts import read_part_texts, read_parts, write_part
 
 __all__ = [
     "DAY",
@@ -44,8 +47,10 @@ __all__ = [
     "STRIPE_FLOOR",
     "OnPage",
     "list_windows",
+    "listing_frame",
     "merge_records",
-    "split_point",
+    "page_windows",
+    "split_points",
     "window_bounds",
     "workers_for",
 ]
@@ -95,28 +100,38 @@ def workers_for(requests_per_second: float) -> int:
     return max(1, min(MAX_WORKERS, math.ceil(requests_per_second * _PAGE_SECONDS)))
 
 
-def split_point(
+def split_points(
     created_gte: int | None,
     created_lt: int,
     oldest_seen: int,
     rows_seen: int,
+    pieces: int,
     floor: int = STRIPE_FLOOR,
-) -> int | None:
-    """Where to cut the rest of a window whose last full page ended at `oldest_seen`.
+) -> list[int]:
+    """Where to cut the rest of a window whose last full page ended at `oldest_seen`,
+    newest cut first, into at most `pieces` spans of equal length.
 
     The window has listed `rows_seen` customers in `[oldest_seen, created_lt)`; what is
-    left lies in `[gte, oldest_seen]`. Cut that in half when it spans two seconds or more
-    and, at the density seen so far, holds more than a page; None otherwise.
+    left lies in `[gte, oldest_seen]`. Each piece should hold two pages or more at the
+    density seen so far, and nothing is cut when the rest spans under two seconds:
+    customers sharing one `created` second cannot be cut apart. Every cut is in
+    `(gte, oldest_seen]`, so the window's cursor (its last customer) stays inside the
+    span the window keeps.
     """
     low = floor if created_gte is None else created_gte
     low = min(low, oldest_seen)
-    if oldest_seen - low < 2:
-        return None
+    span = oldest_seen - low
+    if span < 2 or pieces < 2:
+        return []
     density = rows_seen / max(1, created_lt - oldest_seen)
-    if density * (oldest_seen - low) <= PAGE_SIZE:
-        return None
-    # low < cut <= oldest_seen: the cursor's last customer stays inside its window.
-    return (low + oldest_seen + 1) // 2
+    pages_left = density * span / PAGE_SIZE
+    # Each piece should hold two pages or more at that density: a piece costs a short
+    # (or empty) last page, and the density is a guess (the open window's floor is 2010).
+    pieces = min(pieces, math.floor(pages_left / 2), span)
+    if pieces < 2:
+        return []
+    cuts = {low + (span * j + pieces - 1) // pieces for j in range(1, pieces)}
+    return sorted((c for c in cuts if low < c <= oldest_seen), reverse=True)
 
 
 def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -136,9 +151,11 @@ class _Queue:
         self.running: set[int] = set()
         self.next_window = max(self.latest, default=-1) + 1
 
-    def wants_more(self) -> bool:
+    def idle_workers(self) -> int:
+        """Workers with no window to take: at least 1 while none waits."""
         with self.cond:
-            return not self.waiting
+            free = self.workers - len(self.running) - len(self.waiting)
+            return max(free, 0 if self.waiting else 1)
 
     def add(self, checkpoint: WindowCheckpoint) -> None:
         with self.cond:
@@ -201,6 +218,7 @@ class _Pager:
         self.abort = threading.Event()
         self.splits = 0
         self.lock = threading.Lock()
+        self.split_lock = threading.Lock()
 
     def stopping(self) -> bool:
         return self.abort.is_set() or (self.stop is not None and self.stop.is_set())
@@ -237,19 +255,43 @@ class _Pager:
         return moved
 
     def _maybe_split(self, checkpoint: WindowCheckpoint, oldest_seen: int) -> WindowCheckpoint:
-        if self.gateway.created_filter_supported is not True or not self.queue.wants_more():
+        """Cut the rest of this window into as many pieces as workers would otherwise idle
+        (one more when none waits, so a worker that finishes finds work)."""
+        if self.gateway.created_filter_supported is not True:
             return checkpoint
-        at = split_point(
-            checkpoint.created_gte, checkpoint.created_lt, oldest_seen, checkpoint.rows
-        )
-        if at is None:
+        # One split at a time, so two workers do not both cut for the same idle workers.
+        with self.split_lock:
+            return self._split(checkpoint, oldest_seen)
+
+    def _split(self, checkpoint: WindowCheckpoint, oldest_seen: int) -> WindowCheckpoint:
+        idle = self.queue.idle_workers()
+        if idle == 0:
             return checkpoint
-        older = self.store.split_window(
-            self.listing_id, checkpoint.window, at=at, new_window=self.queue.new_window()
+        cuts = split_points(
+            checkpoint.created_gte, checkpoint.created_lt, oldest_seen, checkpoint.rows, idle + 1
         )
+        if not cuts:
+            return checkpoint
+        target = checkpoint.window
+        pieces: list[WindowCheckpoint] = []
+        for at in cuts:
+            # Each cut hands `[gte, at)` of `target` to a new window; the next cut, lower
+            # still, then falls inside that new window.
+            older = self.store.split_window(
+                self.listing_id, target, at=at, new_window=self.queue.new_window()
+            )
+            if pieces:
+                last = pieces[-1]
+                pieces[-1] = WindowCheckpoint(last.window, at, last.created_lt, None, 0, 0, False)
+            pieces.append(older)
+            target = older.window
+        for piece in pieces:
+            self.queue.add(piece)
+        with self.lock:
+            self.splits += len(cuts)
         narrowed = WindowCheckpoint(
             checkpoint.window,
-            at,
+            cuts[0],
             checkpoint.created_lt,
             checkpoint.last_id,
             checkpoint.pages,
@@ -257,9 +299,6 @@ class _Pager:
             False,
         )
         self.queue.update(narrowed)
-        self.queue.add(older)
-        with self.lock:
-            self.splits += 1
         return narrowed
 
     def page_window(self, checkpoint: WindowCheckpoint) -> None:
@@ -312,6 +351,31 @@ def list_windows(
     store: CheckpointStore,
     listing_id: str,
     work_dir: Path,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Every customer of the listing as dicts, newest first (ties by id), each once,
+    fetching only what is not stored (`page_windows` for the options)."""
+    finished = page_windows(gateway, store, listing_id, work_dir, **options)
+    return merge_records(read_parts(work_dir, [(c.window, c.pages) for c in finished]))
+
+
+def listing_frame(
+    work_dir: Path, checkpoints: Sequence[WindowCheckpoint], metadata_keys: Sequence[str]
+) -> pd.DataFrame:
+    """The customers snapshot straight from the stored pages (Arrow, no dict per customer):
+    newest first, ties by id, each id once, as `customers_frame(list_windows(...))`."""
+    texts = read_part_texts(work_dir, [(c.window, c.pages) for c in checkpoints])
+    frame = customers_frame_from_json(texts, metadata_keys)
+    frame = frame.drop_duplicates("customer_id", keep="last")
+    frame = frame.sort_values(["created", "customer_id"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def page_windows(
+    gateway: StripeGateway,
+    store: CheckpointStore,
+    listing_id: str,
+    work_dir: Path,
     *,
     workers: int = 4,
     expand: Sequence[str] = (),
@@ -320,11 +384,11 @@ def list_windows(
     on_page: OnPage | None = None,
     file_mode: int = 0o600,
     on_resume: Callable[[int, int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Every customer of the listing, newest first (ties by id), each once, fetching only
-    what is not stored. `on_page` sees the pages fetched now, not the ones read back.
+) -> list[WindowCheckpoint]:
+    """Page every window not done yet into the work folder; the finished checkpoints.
 
-    Raises RunInterrupted (after every worker stored its page) when `stop` is set.
+    `on_page` sees the pages fetched now, not the ones a resumed run reads back. Raises
+    RunInterrupted (after every worker stored its page) when `stop` is set.
     """
     checkpoints = store.windows(listing_id)
     if not checkpoints:
@@ -362,7 +426,7 @@ def list_windows(
             "run the job again with --resume to continue"
         )
     log.info("listing done", windows=len(finished), windows_cut=pager.splits)
-    return merge_records(read_parts(work_dir, [(c.window, c.pages) for c in finished]))
+    return finished
 
 
 def _dispatch(queue: _Queue, pager: _Pager) -> None:

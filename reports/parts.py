@@ -22,7 +22,14 @@ import pyarrow.parquet as pq
 
 from reports.atomic import dir_mode_for, fsync_dir
 
-__all__ = ["WORK_PREFIX", "read_parts", "remove_work_dir", "work_dir_for", "write_part"]
+__all__ = [
+    "WORK_PREFIX",
+    "read_part_texts",
+    "read_parts",
+    "remove_work_dir",
+    "work_dir_for",
+    "write_part",
+]
 
 WORK_PREFIX = ".work-"
 _SCHEMA = pa.schema([("id", pa.string()), ("created", pa.int64()), ("record", pa.string())])
@@ -84,6 +91,18 @@ def read_parts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> list[dict[st
             table = pq.read_table(path, columns=["record"])
             records.extend(json.loads(text) for text in table.column("record").to_pylist())
     return records
+
+
+def read_part_texts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> pa.ChunkedArray:
+    """The stored JSON text of every record of the first `n` pages of each `(window, n)`,
+    in window then page order, as one Arrow column: read in C++, no Python object per row."""
+    paths = [
+        str(work_dir / _part_name(window, page)) for window, count in pages for page in range(count)
+    ]
+    if not paths:
+        return pa.chunked_array([], type=pa.string())
+    table = pq.ParquetDataset(paths).read(columns=["record"], use_threads=True)
+    return table.column("record")
 
 
 def remove_work_dir(work_dir: Path) -> None:

@@ -9,16 +9,24 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from reconcile.checkpoints import CheckpointStore, RunInterrupted
 from reconcile.gateway import StripeGateway
 from reconcile.limiter import RequestLimiter
-from reconcile.listing import list_windows, merge_records, split_point, window_bounds
+from reconcile.listing import (
+    list_windows,
+    listing_frame,
+    merge_records,
+    split_points,
+    window_bounds,
+)
 from reconcile.pager import iter_customers
 from reconcile.sandbox.runner import SandboxServer
 from reconcile.sandbox.seed import generate_account, load_into_sandbox
+from reconcile.snapshots import customers_frame
 from tests.gateway.test_pager_fallback import CUSTOMERS, _NoCreatedFilter
 
 KEY = "sk_test_" + "WorkQueue0123456789ab"
@@ -76,6 +84,11 @@ def test_the_merged_listing_equals_one_cursor_and_dense_windows_are_cut(
     # The customers sharing one second sit in a single window, paged by one cursor.
     tied = {w.window for w in windows if (w.created_gte or 0) <= TIE < w.created_lt}
     assert len(tied) == 1
+    # The snapshot built by Arrow from the stored pages is the same listing.
+    keys = ["user_id", "plan", "env"]
+    pd.testing.assert_frame_equal(
+        listing_frame(work_dir, windows, keys), customers_frame(merge_records(sequential), keys)
+    )
 
 
 def test_a_stopped_listing_resumes_to_the_same_result_without_refetching(
@@ -107,17 +120,24 @@ def test_a_stopped_listing_resumes_to_the_same_result_without_refetching(
     assert fetched <= -(-(len(reference) - stored) // 100) + len(store.windows("run1"))
 
 
-def test_split_point_halves_the_rest_only_when_it_is_worth_a_page() -> None:
+def test_split_points_cut_the_rest_only_where_it_is_worth_a_page() -> None:
     # 100 customers in the last 100 s: the rest down to 1000 s back holds ~900 more.
-    assert split_point(NOW - 1_000, NOW, NOW - 100, 100) == NOW - 550
+    assert split_points(NOW - 1_000, NOW, NOW - 100, 100, 2) == [NOW - 550]
+    cuts = split_points(NOW - 1_000, NOW, NOW - 100, 100, 4)
+    assert cuts == sorted(cuts, reverse=True)
+    assert len(cuts) == 3
+    assert all(NOW - 1_000 < c <= NOW - 100 for c in cuts)
+    # Two pages or more per piece: ~9 pages left, so 20 idle workers get 4 pieces.
+    assert len(split_points(NOW - 1_000, NOW, NOW - 100, 100, 20)) == 3
     # The rest spans under two seconds: customers sharing `created` cannot be cut.
-    assert split_point(NOW - 101, NOW, NOW - 100, 100) is None
-    # Sparse: the rest would hold less than a page at the density seen.
-    assert split_point(NOW - 1_000, NOW, NOW - 900, 10) is None
+    assert split_points(NOW - 101, NOW, NOW - 100, 100, 8) == []
+    # Sparse: the rest would hold less than two pages at the density seen.
+    assert split_points(NOW - 1_000, NOW, NOW - 900, 10, 8) == []
+    assert split_points(NOW - 1_000, NOW, NOW - 100, 20, 8) == []
     # Open below: the floor stands in for the lower bound, and stays inside the window.
-    cut = split_point(None, NOW, NOW - 100, 100, floor=NOW - 10_000)
-    assert cut is not None
-    assert NOW - 10_000 < cut <= NOW - 100
+    cuts = split_points(None, NOW, NOW - 100, 100, 2, floor=NOW - 10_000)
+    assert len(cuts) == 1
+    assert NOW - 10_000 < cuts[0] <= NOW - 100
 
 
 @pytest.fixture

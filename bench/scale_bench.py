@@ -1,0 +1,242 @@
+"""Scale benchmark: is the rate limiter, not Stripe's latency, what bounds a run?
+
+Usage: .venv/bin/python bench/scale_bench.py [--customers N] [--card-customers M]
+                                             [--fast] [--both] [--latency-ms 300 --jitter-ms 100]
+
+It starts the sandbox in its OWN process (so the client and the server do not share one
+interpreter's lock), seeded with N customers and the matching users database, answering
+after 300 +/- 100 ms and enforcing Stripe's rate limits (`--fast`: every limit ten times
+higher, on the server and in the client's limiter, to expose the tool's own overhead).
+It then runs, in this process, with the project's own runner:
+  reconcile (N customers), card-expiry (N customers, default cards) and
+  card-expiry --all-cards (a second sandbox with M customers: one request per customer,
+  so M stays small; at 25/s 100k customers would take 70 minutes).
+Per run it prints the requests sent, the wall time, the floor (for each limiter bucket,
+the requests that count against it divided by its sustained rate; the largest), wall
+divided by floor, the 429s received and this process's peak RSS during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jobs.base import Job  # noqa: E402
+from jobs.card_expiry_job import JOB as CARD_EXPIRY  # noqa: E402
+from jobs.reconcile_job import JOB as RECONCILE  # noqa: E402
+from jobs.runner import execute_job, retry_policy  # noqa: E402
+from reconcile.gateway import StripeGateway  # noqa: E402
+from reconcile.limiter import (  # noqa: E402
+    MODE_LIMITS,
+    PER_ENDPOINT_LIMIT,
+    SEARCH_LIMIT,
+    RequestLimiter,
+    bucket_shape,
+    is_search_endpoint,
+)
+from reconcile.mode import Mode  # noqa: E402
+from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
+from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
+
+KEY = "sk_test_" + "ScaleBenchKey0123456789"
+FAST_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    global_limit: float
+    per_endpoint: float
+    search: float
+
+    def floor(self, by_endpoint: dict[str, int]) -> tuple[float, str]:
+        """The largest (requests in a bucket / its sustained rate), and that bucket's name."""
+        sustained = {
+            "global": bucket_shape(self.global_limit).sustained_rate,
+            "endpoint": bucket_shape(self.per_endpoint).sustained_rate,
+            "search": bucket_shape(self.search).sustained_rate,
+        }
+        candidates = [(sum(by_endpoint.values()) / sustained["global"], "global")]
+        candidates += [(n / sustained["endpoint"], e) for e, n in by_endpoint.items()]
+        searches = sum(n for e, n in by_endpoint.items() if is_search_endpoint(e))
+        candidates.append((searches / sustained["search"], "search"))
+        return max(candidates)
+
+
+def limits_for(fast: bool) -> Limits:
+    factor = FAST_FACTOR if fast else 1.0
+    return Limits(
+        MODE_LIMITS[Mode.TEST] * factor, PER_ENDPOINT_LIMIT * factor, SEARCH_LIMIT * factor
+    )
+
+
+def start_sandbox(
+    customers: int, users_db: Path, *, fast: bool, latency_ms: float, jitter_ms: float
+) -> tuple[subprocess.Popen[str], str]:
+    # The `stripe-reconcile sandbox` command, plus the x10 limits it has no flag for.
+    program = textwrap.dedent(
+        f"""
+        from reconcile.sandbox.ratelimit import RateLimits
+        from reconcile.sandbox.runner import SandboxConfig, serve_forever
+        serve_forever(SandboxConfig(
+            port=0, latency_ms={latency_ms}, jitter_ms={jitter_ms},
+            limits=RateLimits().scaled({FAST_FACTOR if fast else 1.0}),
+            seed_customers={customers}, seed=1, users_db={str(users_db)!r},
+            max_log_entries=10_000))
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("Stripe sandbox listening on "):
+        process.kill()
+        raise RuntimeError(f"the sandbox did not start: {line!r}")
+    return process, line.rsplit(" ", 1)[-1]
+
+
+def settings_for(url: str, users_db: Path, work: Path) -> Settings:
+    base = load_settings(None, env={"STRIPE_SECRET_KEY": KEY, "STRIPE_API_BASE": url})
+    return base.model_copy(
+        update={
+            "userdb": base.userdb.model_copy(
+                update={"url": f"sqlite:///{users_db}", "scope": GROUND_TRUTH_CONFIG["scope"]}
+            ),
+            "state": StateSettings(url=f"sqlite:///{work / 'state.db'}"),
+            "reports": base.reports.model_copy(update={"out": work / "out"}),
+        }
+    )
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(
+    name: str, job: Job, settings: Settings, limits: Limits, options: dict[str, Any]
+) -> dict[str, Any]:
+    def gateway(s: Settings) -> StripeGateway:
+        limiter = RequestLimiter(
+            limits.global_limit, per_endpoint_limit=limits.per_endpoint, search_limit=limits.search
+        )
+        return StripeGateway(
+            s.require_key(), api_base=s.stripe.api_base, limiter=limiter, policy=retry_policy(s)
+        )
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux)
+    started = time.perf_counter()
+    outcome = execute_job(
+        job, settings, out_dir=settings.reports.out, options=options, gateway_factory=gateway
+    )
+    wall = time.perf_counter() - started
+    by_endpoint = dict(outcome.summary["requests_by_endpoint"])
+    floor, bucket = limits.floor(by_endpoint)
+    return {
+        "run": name,
+        "customers": outcome.summary.get("customers_scanned", 0),
+        "requests": sum(by_endpoint.values()),
+        "wall_s": wall,
+        "floor_s": floor,
+        "bucket": bucket,
+        "ratio": wall / floor if floor else float("nan"),
+        "429s": outcome.summary.get("rate_limited", 0),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def variant(
+    fast: bool, customers: int, card_customers: int, latency_ms: float, jitter_ms: float
+) -> list[dict[str, Any]]:
+    limits = limits_for(fast)
+    label = "x10 limits" if fast else "Stripe limits"
+    results = []
+    plan: list[tuple[int, list[tuple[str, Job, dict[str, Any]]]]] = [
+        (
+            customers,
+            [
+                ("reconcile", RECONCILE, {}),
+                ("card-expiry", CARD_EXPIRY, {}),
+            ],
+        ),
+        (card_customers, [("card-expiry --all-cards", CARD_EXPIRY, {"all_cards": True})]),
+    ]
+    for size, runs in plan:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            users_db = work / "users.db"
+            seeding = time.perf_counter()
+            process, url = start_sandbox(
+                size, users_db, fast=fast, latency_ms=latency_ms, jitter_ms=jitter_ms
+            )
+            print(
+                f"  [{label}] sandbox with {size:,} customers up in "
+                f"{time.perf_counter() - seeding:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                settings = settings_for(url, users_db, work)
+                for name, job, options in runs:
+                    result = run_one(name, job, settings, limits, options)
+                    result["limits"] = label
+                    results.append(result)
+                    print(f"  {_row(result)}", file=sys.stderr, flush=True)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    return results
+
+
+_HEADER = (
+    f"{'limits':14}{'run':26}{'customers':>10}{'requests':>10}{'wall s':>9}{'floor s':>9}"
+    f"{'wall/floor':>11}{'429s':>6}{'peak RSS MB':>13}  bucket"
+)
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"{r.get('limits', ''):14}{r['run']:26}{r['customers']:>10,}{r['requests']:>10,}"
+        f"{r['wall_s']:>9.1f}{r['floor_s']:>9.1f}{r['ratio']:>11.3f}{r['429s']:>6}"
+        f"{r['peak_rss_mb']:>13,.0f}  {r['bucket']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--card-customers", type=int, default=5_000)
+    parser.add_argument("--latency-ms", type=float, default=300.0, help="mean answer time")
+    parser.add_argument("--jitter-ms", type=float, default=100.0, help="+/- around the mean")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--fast", action="store_true", help="every limit x10 (tool overhead)")
+    group.add_argument("--both", action="store_true", help="Stripe's limits, then x10")
+    args = parser.parse_args()
+    if args.jitter_ms > args.latency_ms:
+        parser.error("--jitter-ms must not exceed --latency-ms")
+    # The sandbox adds latency_ms plus a uniform 0..jitter_ms: centre it on the mean.
+    low, spread = args.latency_ms - args.jitter_ms, 2 * args.jitter_ms
+    variants = [False, True] if args.both else [args.fast]
+    results = []
+    for fast in variants:
+        results += variant(fast, args.customers, args.card_customers, low, spread)
+    print(_HEADER)
+    for result in results:
+        print(_row(result))
+
+
+if __name__ == "__main__":
+    main()
