@@ -11,20 +11,25 @@ It then runs, in this process, with the project's own runner:
   reconcile (N customers), card-expiry (N customers, default cards) and
   card-expiry --all-cards (a second sandbox with M customers: one request per customer,
   so M stays small; at 25/s 100k customers would take 70 minutes).
-Per run it prints the requests sent, the wall time, the floor (for each limiter bucket,
-the requests that count against it divided by its sustained rate; the largest), wall
-divided by floor, the 429s received and this process's peak RSS during the run.
+Each run is a process of its own. Per run it prints the requests sent, the wall time, the
+floor (for each limiter bucket, the requests that count against it divided by its
+sustained rate; the largest), wall divided by floor, the 429s received and the run's
+peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import resource
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +124,15 @@ def settings_for(url: str, users_db: Path, work: Path) -> Settings:
     )
 
 
+def _sandbox(settings: Settings, method: str, route: str) -> dict[str, Any]:
+    """The sandbox's admin API (its request log)."""
+    url = f"{settings.stripe.api_base}/_sandbox/{route}"
+    request = urllib.request.Request(url, method=method)
+    request.add_header("Authorization", f"Bearer {KEY}")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.loads(response.read()))
+
+
 def _peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -137,7 +151,7 @@ def run_one(
             s.require_key(), api_base=s.stripe.api_base, limiter=limiter, policy=retry_policy(s)
         )
 
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux)
+    _sandbox(settings, "DELETE", "requests")
     started = time.perf_counter()
     outcome = execute_job(
         job, settings, out_dir=settings.reports.out, options=options, gateway_factory=gateway
@@ -145,7 +159,19 @@ def run_one(
     wall = time.perf_counter() - started
     by_endpoint = dict(outcome.summary["requests_by_endpoint"])
     floor, bucket = limits.floor(by_endpoint)
+    log = _sandbox(settings, "GET", "requests?limit=100000")["data"]
+    first = min((e["time"] for e in log), default=0.0)
+    refused = Counter(
+        (
+            e["path"].split("/")[2] if e["path"].count("/") > 2 else e["path"],
+            round(e["time"] - first),
+        )
+        for e in log
+        if e["status"] == 429
+    )
     return {
+        # Where the 429s fell: (endpoint, second of the run) -> count, for the diagnosis.
+        "refused": {f"{k[0]}@{k[1]}s": n for k, n in sorted(refused.items())},
         "run": name,
         "customers": outcome.summary.get("customers_scanned", 0),
         "requests": sum(by_endpoint.values()),
@@ -158,10 +184,49 @@ def run_one(
     }
 
 
+def run_in_child(
+    name: str,
+    job: Job,
+    url: str,
+    users_db: Path,
+    work: Path,
+    fast: bool,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """One run in a fresh process, so its peak RSS is its own."""
+    spec = {
+        "name": name,
+        "job": job.name,
+        "url": url,
+        "users_db": str(users_db),
+        "work": str(work),
+        "fast": fast,
+        "options": options,
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def child(spec: dict[str, Any]) -> None:
+    jobs = {RECONCILE.name: RECONCILE, CARD_EXPIRY.name: CARD_EXPIRY}
+    settings = settings_for(spec["url"], Path(spec["users_db"]), Path(spec["work"]))
+    # The job's logs go to stderr; stdout carries the result alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_one(
+            spec["name"], jobs[spec["job"]], settings, limits_for(spec["fast"]), spec["options"]
+        )
+    print(json.dumps(result))
+
+
 def variant(
     fast: bool, customers: int, card_customers: int, latency_ms: float, jitter_ms: float
 ) -> list[dict[str, Any]]:
-    limits = limits_for(fast)
     label = "x10 limits" if fast else "Stripe limits"
     results = []
     plan: list[tuple[int, list[tuple[str, Job, dict[str, Any]]]]] = [
@@ -189,12 +254,13 @@ def variant(
                 flush=True,
             )
             try:
-                settings = settings_for(url, users_db, work)
                 for name, job, options in runs:
-                    result = run_one(name, job, settings, limits, options)
+                    result = run_in_child(name, job, url, users_db, work, fast, options)
                     result["limits"] = label
                     results.append(result)
                     print(f"  {_row(result)}", file=sys.stderr, flush=True)
+                    if result["refused"]:
+                        print(f"    429s at: {result['refused']}", file=sys.stderr, flush=True)
             finally:
                 process.terminate()
                 process.wait(timeout=60)
@@ -224,7 +290,11 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fast", action="store_true", help="every limit x10 (tool overhead)")
     group.add_argument("--both", action="store_true", help="Stripe's limits, then x10")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
     if args.jitter_ms > args.latency_ms:
         parser.error("--jitter-ms must not exceed --latency-ms")
     # The sandbox adds latency_ms plus a uniform 0..jitter_ms: centre it on the mean.

@@ -89,10 +89,13 @@ def classify_missing(
         elif found is not None:
             late.append(found)
 
-    # The sample one by one, so a key of the wrong mode stops the run after a few calls.
+    workers = scan_workers(ctx.gateway.limiter)
+    # The sample first (its calls at once), judged in order, so a key of the wrong mode
+    # stops the run after a few calls instead of one per missing id.
     sample = ids[:WRONG_MODE_SAMPLE]
-    for number, customer_id in enumerate(sample, start=1):
-        record(customer_id, look_up(customer_id))
+    answers = scan_customers(sample, look_up, workers=workers, description="looking up customers")
+    for number, (customer_id, answer) in enumerate(zip(sample, answers, strict=True), start=1):
+        record(customer_id, answer)
         other_mode = sum(cause == "other_mode" for cause in causes.values())
         if wrong_mode_suspected(linked_users, len(ids), number, other_mode):
             raise ConfigError(
@@ -105,10 +108,7 @@ def classify_missing(
     # The rest concurrently, under the limiter (results in the order of the ids).
     rest = ids[WRONG_MODE_SAMPLE:]
     answers = scan_customers(
-        rest,
-        look_up,
-        workers=scan_workers(ctx.gateway.limiter),
-        description="looking up missing customers",
+        rest, look_up, workers=workers, description="looking up missing customers"
     )
     for customer_id, answer in zip(rest, answers, strict=True):
         record(customer_id, answer)

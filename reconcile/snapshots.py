@@ -141,10 +141,14 @@ def _newline_joined(texts: pa.Array) -> pa.Buffer:
     return lines.buffers()[2][int(start) : int(end)]
 
 
+def _one_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    # pa.chunked_array([chunked]) would go through Python objects: combine in C++.
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array if array.type == pa.large_string() else array.cast(pa.large_string())
+
+
 def _as_strings(column: pa.ChunkedArray | pa.Array) -> Any:
-    return pd.arrays.ArrowStringArray(
-        pa.chunked_array([column]).combine_chunks().cast(pa.large_string())
-    )
+    return pd.arrays.ArrowStringArray(_one_array(column))
 
 
 def customers_frame_from_json(
@@ -157,7 +161,7 @@ def customers_frame_from_json(
     plain listing gives (an expanded payment method, a number in metadata).
     """
     keys = list(dict.fromkeys(metadata_keys))
-    array = pa.chunked_array([texts]).combine_chunks().cast(pa.large_string())
+    array = _one_array(texts)
     if len(array) == 0:
         return customers_frame([], keys)
     if array.null_count:
