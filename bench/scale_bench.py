@@ -225,7 +225,12 @@ def child(spec: dict[str, Any]) -> None:
 
 
 def variant(
-    fast: bool, customers: int, card_customers: int, latency_ms: float, jitter_ms: float
+    fast: bool,
+    customers: int,
+    card_customers: int,
+    latency_ms: float,
+    jitter_ms: float,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     label = "x10 limits" if fast else "Stripe limits"
     results = []
@@ -239,7 +244,11 @@ def variant(
         ),
         (card_customers, [("card-expiry --all-cards", CARD_EXPIRY, {"all_cards": True})]),
     ]
+    if only:
+        plan = [(size, [r for r in runs if r[0] in only]) for size, runs in plan]
     for size, runs in plan:
+        if not runs:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             users_db = work / "users.db"
@@ -290,6 +299,12 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fast", action="store_true", help="every limit x10 (tool overhead)")
     group.add_argument("--both", action="store_true", help="Stripe's limits, then x10")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["reconcile", "card-expiry", "card-expiry --all-cards"],
+        help="run only these (repeatable); default: all three",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -302,7 +317,9 @@ def main() -> None:
     variants = [False, True] if args.both else [args.fast]
     results = []
     for fast in variants:
-        results += variant(fast, args.customers, args.card_customers, low, spread)
+        results += variant(
+            fast, args.customers, args.card_customers, low, spread, set(args.only or ())
+        )
     print(_HEADER)
     for result in results:
         print(_row(result))

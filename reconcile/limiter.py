@@ -162,6 +162,8 @@ class RequestLimiter:
         self._endpoint_shape = bucket_shape(per_endpoint_limit)
         self._endpoints: dict[str, GcraBucket] = {}
         self._search = GcraBucket(bucket_shape(search_limit))
+        # How late a send may be before it must take a new slot: half the global interval.
+        self._late_tolerance = self.global_interval / 2
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -196,12 +198,26 @@ class RequestLimiter:
             return instant
 
     def acquire(self, endpoint: str) -> float:
-        """Wait until ``endpoint`` may be requested; returns the seconds waited."""
-        instant = self.reserve(endpoint)
-        wait = instant - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
+        """Wait until ``endpoint`` may be requested; returns the seconds waited.
+
+        A thread that wakes well after its instant (a busy CPU) takes a fresh slot instead
+        of sending late: a late send lands in the same second as the requests reserved
+        after it, and the server counts arrivals, not reservations.
+        """
+        waited = 0.0
+        while True:
+            instant = self.reserve(endpoint)
+            wait = instant - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+                waited += wait
+            if self._clock() - instant <= self._late_tolerance:
+                return waited
+
+    @property
+    def global_interval(self) -> float:
+        """Seconds between two requests at the global bucket's sustained rate."""
+        return self._global.shape.interval
 
     def _buckets_of(self, endpoint: str) -> list[GcraBucket]:
         bucket = self._endpoints.get(endpoint)

@@ -199,3 +199,32 @@ def test_global_limit_for_mode(mode: Mode, configured: float, expected: float) -
 def test_a_limit_above_the_mode_is_refused(mode: Mode, configured: float) -> None:
     with pytest.raises(ConfigError, match="max_requests_per_second"):
         global_limit_for(mode, configured)
+
+
+def test_a_thread_that_wakes_late_takes_a_fresh_slot_instead_of_crowding_the_next() -> None:
+    """A send long after its instant would share a second with the ones reserved after it."""
+    now = [100.0]
+    oversleep = [0.3]  # the first wake-up comes 300 ms late, later ones on time
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds + oversleep[0]
+        oversleep[0] = 0.0
+
+    limiter = RequestLimiter(25, clock=clock, sleep=sleep)
+    reservations: list[float] = []
+    reserve = limiter.reserve
+
+    def counting_reserve(endpoint: str) -> float:
+        reservations.append(reserve(endpoint))
+        return reservations[-1]
+
+    limiter.reserve = counting_reserve  # type: ignore[method-assign]
+    for _ in range(3):  # the burst, then one that has to wait
+        limiter.acquire("GET /v1/customers")
+    assert len(reservations) == 4  # the late wake-up gave its slot up and took a new one
+    late_slot, fresh_slot = reservations[2], reservations[3]
+    assert fresh_slot >= late_slot + 0.3
+    assert now[0] - fresh_slot <= limiter.global_interval / 2  # sent on time for its slot
