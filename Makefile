@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-sandbox bench-compare bench-scale bench-local clean
+.PHONY: demo test lint bench-sandbox bench-compare bench-scale bench-local bench-faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-scale: $(STAMP)
 
 bench-local: $(STAMP)
 	$(BIN)/python bench/local_bench.py
+
+bench-faults: $(STAMP)
+	$(BIN)/python bench/fault_matrix.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache
