@@ -14,11 +14,14 @@ import argparse
 import time
 from typing import Any
 
-import pandas as pd
-
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
-from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG, generate_account
-from reconcile.snapshots import customers_frame, normalize_users
+from reconcile.sandbox.seed import (
+    GROUND_TRUTH_CONFIG,
+    generate_account,
+    listed_customers,
+    users_snapshot,
+)
+from reconcile.snapshots import customers_frame
 
 NOW = 1_760_000_000
 
@@ -33,25 +36,12 @@ def _run(n_customers: int, seed: int) -> dict[str, Any]:
     account = generate_account(n_customers, seed=seed, now=NOW)
     generated = time.perf_counter()
 
-    deleted = set(account.deleted_customer_ids)
-    listed = [c for c in account.customers if c["id"] not in deleted]
+    listed = listed_customers(account)
     customers = customers_frame(listed, config.customer_metadata_keys())
-    raw = pd.DataFrame(account.users)
-    users = normalize_users(
-        pd.DataFrame(
-            {
-                "user_id": raw["id"],
-                "email": raw["email"],
-                "name": raw["name"],
-                "customer_id": raw["stripe_customer_id"],
-                "deleted": raw["deleted_at"].notna(),
-                "meta.plan": raw["plan"],
-            }
-        ),
-        ["plan"],
-    )
+    users = users_snapshot(account)
     framed = time.perf_counter()
 
+    deleted = set(account.deleted_customer_ids)
     live = {c["id"] for c in account.live_customers}
     causes: dict[str, Any] = {
         cid: "deleted" if cid in deleted else "other_mode" if cid in live else "absent"

@@ -35,8 +35,13 @@ import pandas as pd  # noqa: E402
 from reconcile.checkpoints import WindowCheckpoint  # noqa: E402
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids  # noqa: E402
 from reconcile.listing import listing_frame, merge_records  # noqa: E402
-from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG, generate_account  # noqa: E402
-from reconcile.snapshots import customers_frame, normalize_users  # noqa: E402
+from reconcile.sandbox.seed import (  # noqa: E402
+    GROUND_TRUTH_CONFIG,
+    generate_account,
+    listed_customers,
+    users_snapshot,
+)
+from reconcile.snapshots import customers_frame  # noqa: E402
 from reports.parts import read_parts, write_part  # noqa: E402
 from reports.writer import write_run_reports  # noqa: E402
 
@@ -68,23 +73,9 @@ def _inputs(
         scope=GROUND_TRUTH_CONFIG["scope"],
     )
     account = generate_account(n, seed=seed, now=NOW)
-    deleted = set(account.deleted_customer_ids)
-    records = [c for c in account.customers if c["id"] not in deleted]
-    raw = pd.DataFrame(account.users)
-    users = normalize_users(
-        pd.DataFrame(
-            {
-                "user_id": raw["id"],
-                "email": raw["email"],
-                "name": raw["name"],
-                "customer_id": raw["stripe_customer_id"],
-                "deleted": raw["deleted_at"].notna(),
-                "meta.plan": raw["plan"],
-            }
-        ),
-        ["plan"],
-    )
-    del account, raw
+    records = listed_customers(account)
+    users = users_snapshot(account)
+    del account
     pages = 0
     for start in range(0, len(records), PART_ROWS):
         write_part(work_dir, 0, pages, records[start : start + PART_ROWS])

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pandas as pd
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ __all__ = [
     "MIN_CUSTOMERS",
     "SeededAccount",
     "generate_account",
+    "listed_customers",
     "load_into_sandbox",
+    "users_snapshot",
     "write_ground_truth",
     "write_users_db",
 ]
@@ -687,6 +690,32 @@ def generate_account(n_customers: int, *, seed: int = 0, now: int | None = None)
         deleted_customer_ids=builder.deleted_ids,
         live_customers=builder.live_customers,
         out_of_scope_customer_ids=builder.out_of_scope_ids,
+    )
+
+
+def listed_customers(account: SeededAccount) -> list[dict[str, Any]]:
+    """The test-mode customers a listing returns: the account's, less the deleted ones."""
+    deleted = set(account.deleted_customer_ids)
+    return [c for c in account.customers if c["id"] not in deleted]
+
+
+def users_snapshot(account: SeededAccount) -> pd.DataFrame:
+    """The users snapshot the user-DB reader would build from `write_users_db`'s table."""
+    from reconcile.snapshots import normalize_users
+
+    raw = pd.DataFrame(account.users)
+    return normalize_users(
+        pd.DataFrame(
+            {
+                "user_id": raw["id"],
+                "email": raw["email"],
+                "name": raw["name"],
+                "customer_id": raw["stripe_customer_id"],
+                "deleted": raw["deleted_at"].notna(),
+                "meta.plan": raw["plan"],
+            }
+        ),
+        list(GROUND_TRUTH_CONFIG["metadata_keys"]),
     )
 
 

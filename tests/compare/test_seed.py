@@ -22,10 +22,12 @@ from reconcile.sandbox.seed import (
     MIN_CUSTOMERS,
     SeededAccount,
     generate_account,
+    listed_customers,
+    users_snapshot,
     write_ground_truth,
     write_users_db,
 )
-from reconcile.snapshots import customers_frame, normalize_users
+from reconcile.snapshots import customers_frame
 
 NOW = 1_760_000_000  # 2025-10-09, mid-month: both card windows exist
 CUSTOMER_KINDS = set(findings.CUSTOMER_KINDS)
@@ -42,23 +44,10 @@ def _config(scope: dict[str, str] | None = None) -> CompareConfig:
 
 def _findings(account: SeededAccount, config: CompareConfig) -> pd.DataFrame:
     """What the reconcile job would compute, minus the network: listing, users, lookups."""
-    deleted = set(account.deleted_customer_ids)
-    listed = [c for c in account.customers if c["id"] not in deleted]
+    listed = listed_customers(account)
     customers = customers_frame(listed, config.customer_metadata_keys())
-    raw = pd.DataFrame(account.users)
-    users = normalize_users(
-        pd.DataFrame(
-            {
-                "user_id": raw["id"],
-                "email": raw["email"],
-                "name": raw["name"],
-                "customer_id": raw["stripe_customer_id"],
-                "deleted": raw["deleted_at"].notna(),
-                "meta.plan": raw["plan"],
-            }
-        ),
-        ["plan"],
-    )
+    users = users_snapshot(account)
+    deleted = set(account.deleted_customer_ids)
     live = {c["id"] for c in account.live_customers}
     causes: dict[str, Any] = {
         cid: "deleted" if cid in deleted else "other_mode" if cid in live else "absent"
