@@ -13,8 +13,10 @@ It then runs, in this process, with the project's own runner:
   so M stays small; at 25/s 100k customers would take 70 minutes).
 Each run is a process of its own. Per run it prints the requests sent, the wall time, the
 floor (for each limiter bucket, the requests that count against it divided by its
-sustained rate; the largest), wall divided by floor, the 429s received and the run's
-peak RSS.
+sustained rate; the largest), wall divided by floor, then the listing alone (its pages,
+its wall, its wall divided by the floor of its pages), the 429s received and the run's
+peak RSS. The fewest pages a listing can take is customers / 100, rounded up.
+`--profile DIR` samples every thread of each run with py-spy (pip install py-spy).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from reconcile.mode import Mode  # noqa: E402
 from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
 from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
 
+PROFILE_DIR: Path | None = None
 KEY = "sk_test_" + "ScaleBenchKey0123456789"
 FAST_FACTOR = 10.0
 
@@ -159,6 +162,10 @@ def run_one(
     wall = time.perf_counter() - started
     by_endpoint = dict(outcome.summary["requests_by_endpoint"])
     floor, bucket = limits.floor(by_endpoint)
+    # The listing alone: its wall against the floor of its own requests (the pages).
+    listing_s = float(outcome.summary.get("phase_seconds", {}).get("listing", 0.0))
+    pages = {e: n for e, n in by_endpoint.items() if e == "GET /v1/customers"}
+    listing_floor, _ = limits.floor(pages) if pages else (0.0, "")
     log = _sandbox(settings, "GET", "requests?limit=100000")["data"]
     first = min((e["time"] for e in log), default=0.0)
     refused = Counter(
@@ -179,6 +186,9 @@ def run_one(
         "floor_s": floor,
         "bucket": bucket,
         "ratio": wall / floor if floor else float("nan"),
+        "listing_s": listing_s,
+        "listing_requests": sum(pages.values()),
+        "listing_ratio": listing_s / listing_floor if listing_floor else float("nan"),
         "429s": outcome.summary.get("rate_limited", 0),
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -203,14 +213,25 @@ def run_in_child(
         "fast": fast,
         "options": options,
     }
+    command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    if PROFILE_DIR is not None:
+        # Every thread of the run, sampled by py-spy (pyinstrument sees one thread only).
+        label = f"{name.replace(' ', '')}-{'x10' if fast else 'x1'}"
+        command = [
+            *("py-spy", "record", "--format", "raw", "--rate", "250", "--nonblocking"),
+            *("--output", str(PROFILE_DIR / f"{label}.folded"), "--"),
+            *command,
+        ]
     done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
+        command,
         check=True,
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    # py-spy may print its own lines after the child's result.
+    result = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    return dict(json.loads(result))
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -278,14 +299,16 @@ def variant(
 
 _HEADER = (
     f"{'limits':14}{'run':26}{'customers':>10}{'requests':>10}{'wall s':>9}{'floor s':>9}"
-    f"{'wall/floor':>11}{'429s':>6}{'peak RSS MB':>13}  bucket"
+    f"{'wall/floor':>11}{'pages':>7}{'listing s':>10}{'listing/floor':>14}{'429s':>6}"
+    f"{'peak RSS MB':>13}  bucket"
 )
 
 
 def _row(r: dict[str, Any]) -> str:
     return (
         f"{r.get('limits', ''):14}{r['run']:26}{r['customers']:>10,}{r['requests']:>10,}"
-        f"{r['wall_s']:>9.1f}{r['floor_s']:>9.1f}{r['ratio']:>11.3f}{r['429s']:>6}"
+        f"{r['wall_s']:>9.1f}{r['floor_s']:>9.1f}{r['ratio']:>11.3f}{r['listing_requests']:>7,}"
+        f"{r['listing_s']:>10.1f}{r['listing_ratio']:>14.3f}{r['429s']:>6}"
         f"{r['peak_rss_mb']:>13,.0f}  {r['bucket']}"
     )
 
@@ -305,8 +328,18 @@ def main() -> None:
         choices=["reconcile", "card-expiry", "card-expiry --all-cards"],
         help="run only these (repeatable); default: all three",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample each run with py-spy (pip install py-spy) into DIR/<run>.folded",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        global PROFILE_DIR
+        PROFILE_DIR = args.profile.resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(json.loads(args.child))
         return

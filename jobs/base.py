@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -32,6 +34,19 @@ class JobContext:
     out_dir: Path
     dry_run: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Wall seconds of the run's phases (e.g. "listing": paging Stripe's customers), for
+    # summary.json: where a slow run spent its time.
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block into `phase_seconds[name]` (added up if the phase recurs)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - started
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + elapsed
 
     @property
     def today(self) -> date:

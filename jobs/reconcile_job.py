@@ -117,7 +117,8 @@ def classify_missing(
 
 def run(ctx: JobContext) -> JobResult:
     settings = ctx.settings.userdb
-    users = ctx.userdb.read_users()
+    with ctx.phase("users"):
+        users = ctx.userdb.read_users()
     log.info("users read", users=len(users))
 
     keys = metadata_keys_needed(settings)
@@ -129,14 +130,16 @@ def run(ctx: JobContext) -> JobResult:
         ctx.gateway.confirm_mode({"livemode": bool(customers["livemode"].iloc[0])})
     log.info("customers listed", customers=len(customers), created_lt=created_lt)
 
-    causes, late = classify_missing(
-        ctx,
-        missing_customer_ids(customers, users),
-        linked_users=int(users["customer_id"].notna().sum()),
-    )
+    with ctx.phase("missing_lookups"):
+        causes, late = classify_missing(
+            ctx,
+            missing_customer_ids(customers, users),
+            linked_users=int(users["customer_id"].notna().sum()),
+        )
     if late:
         customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
-    findings = compare_all(customers, users, compare_config(settings, ctx.gateway.mode), causes)
+    with ctx.phase("compare"):
+        findings = compare_all(customers, users, compare_config(settings, ctx.gateway.mode), causes)
     return JobResult(
         findings=findings,
         facts={

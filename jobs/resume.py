@@ -199,7 +199,8 @@ def list_customers_frame(
     """The same listing as the customers snapshot, built from the stored pages by Arrow:
     no Python object per customer, for jobs that need only the snapshot."""
     finished, listing = _page(ctx, job)
-    return listing_frame(Path(listing.work_dir), finished, metadata_keys), listing
+    with ctx.phase("snapshot"):
+        return listing_frame(Path(listing.work_dir), finished, metadata_keys), listing
 
 
 def _page(
@@ -216,7 +217,7 @@ def _page(
     )
     stop = ctx.options.get(STOP_OPTION)
     limiter = ctx.gateway.limiter
-    with progress("listing customers") as advance:
+    with ctx.phase("listing"), progress("listing customers") as advance:
         finished = page_windows(
             ctx.gateway,
             store,

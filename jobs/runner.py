@@ -171,6 +171,7 @@ def _run_recorded(
         )
         result = job.run(ctx)
         summary = _summary(job, run_id, gateway, started_at, now(), clock_start, result)
+        summary["phase_seconds"] = {k: round(v, 3) for k, v in ctx.phase_seconds.items()}
         run_dir = write_run_reports(
             out_dir,
             job.name,

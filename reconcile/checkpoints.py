@@ -1,7 +1,7 @@
 """Checkpoints of a customer listing in the state database, so a killed run resumes.
 
 A *listing* is one consistent snapshot: every customer created before a bound fixed
-when it started, split into `created` windows. Its pages are stored as Parquet parts
+when it started, split into `created` windows. Its pages are stored as parts
 in a work folder first; only then does a window's row here move on to the new cursor
 (the last id stored) — the bookmark never runs ahead of the data. A run that resumes
 adopts the listing of the run it resumes (`stripe_reconcile_run_listings` maps each
@@ -24,8 +24,10 @@ from reconcile.errors import ReconcileError
 __all__ = [
     "CheckpointStore",
     "ListingRecord",
+    "PageStored",
     "RunInterrupted",
     "WindowCheckpoint",
+    "WindowCut",
     "checkpoints_table",
     "listings_table",
     "metadata",
@@ -75,6 +77,26 @@ class WindowCheckpoint:
     pages: int
     rows: int
     done: bool
+
+
+@dataclass(frozen=True)
+class PageStored:
+    """A window's page is in the work folder: its cursor moves on to the page's last id."""
+
+    window: int
+    last_id: str | None
+    pages: int
+    rows: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class WindowCut:
+    """`window` keeps `[at, lt)` and its cursor; `piece`, new and empty, takes `[gte, at)`."""
+
+    window: int
+    at: int
+    piece: WindowCheckpoint
 
 
 @dataclass(frozen=True)
@@ -206,62 +228,70 @@ class CheckpointStore:
         done: bool,
     ) -> None:
         """Move a window's bookmark on; call only after its part is safely stored."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                checkpoints_table.update()
-                .where(
-                    checkpoints_table.c.listing_id == listing_id,
-                    checkpoints_table.c.window == window,
-                )
-                .values(
-                    last_id=last_id,
-                    pages=pages,
-                    rows=rows,
-                    done=done,
-                    updated_at=datetime.now(UTC).timestamp(),
-                )
-            )
+        self.apply(listing_id, [PageStored(window, last_id, pages, rows, done)])
 
     def split_window(
         self, listing_id: str, window: int, *, at: int, new_window: int
     ) -> WindowCheckpoint:
         """Cut `[gte, lt)` at `at`: the window keeps `[at, lt)` and its cursor, and a new,
         empty window `new_window` gets `[gte, at)`; one transaction, so both or neither."""
-        now = datetime.now(UTC).timestamp()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 checkpoints_table.select().where(
                     checkpoints_table.c.listing_id == listing_id,
                     checkpoints_table.c.window == window,
                 )
             ).one()
-            old = _window(row)
-            if not (old.created_gte or 0) < at < old.created_lt:
-                raise ValueError(
-                    f"cannot split window {window} [{old.created_gte}, {old.created_lt}) at {at}"
-                )
-            conn.execute(
-                checkpoints_table.update()
-                .where(
-                    checkpoints_table.c.listing_id == listing_id,
-                    checkpoints_table.c.window == window,
-                )
-                .values(created_gte=at, updated_at=now)
+        old = _window(row)
+        if not (old.created_gte or 0) < at < old.created_lt:
+            raise ValueError(
+                f"cannot split window {window} [{old.created_gte}, {old.created_lt}) at {at}"
             )
-            conn.execute(
-                checkpoints_table.insert().values(
-                    listing_id=listing_id,
-                    window=new_window,
-                    created_gte=old.created_gte,
-                    created_lt=at,
-                    last_id=None,
-                    pages=0,
-                    rows=0,
-                    done=False,
-                    updated_at=now,
+        piece = WindowCheckpoint(new_window, old.created_gte, at, None, 0, 0, False)
+        self.apply(listing_id, [WindowCut(window, at, piece)])
+        return piece
+
+    def apply(self, listing_id: str, changes: Sequence[PageStored | WindowCut]) -> None:
+        """Apply changes in their order, in one transaction: the listing's checkpoints
+        after any prefix of a run's changes are a state it went through, so committing
+        them in batches (as `listing` does) loses at most the pages of the last batch."""
+        if not changes:
+            return
+        now = datetime.now(UTC).timestamp()
+        table = checkpoints_table
+        with self.engine.begin() as conn:
+            for change in changes:
+                where = (table.c.listing_id == listing_id, table.c.window == change.window)
+                if isinstance(change, PageStored):
+                    conn.execute(
+                        table.update()
+                        .where(*where)
+                        .values(
+                            last_id=change.last_id,
+                            pages=change.pages,
+                            rows=change.rows,
+                            done=change.done,
+                            updated_at=now,
+                        )
+                    )
+                    continue
+                piece = change.piece
+                conn.execute(
+                    table.update().where(*where).values(created_gte=change.at, updated_at=now)
                 )
-            )
-        return WindowCheckpoint(new_window, old.created_gte, at, None, 0, 0, False)
+                conn.execute(
+                    table.insert().values(
+                        listing_id=listing_id,
+                        window=piece.window,
+                        created_gte=piece.created_gte,
+                        created_lt=piece.created_lt,
+                        last_id=None,
+                        pages=0,
+                        rows=0,
+                        done=False,
+                        updated_at=now,
+                    )
+                )
 
     def extend_listing(self, run_id: str, created_lt: int) -> ListingRecord:
         """Move `run_id`'s snapshot bound up to `created_lt`, with a new window for the gap."""

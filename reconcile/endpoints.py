@@ -8,11 +8,27 @@ from urllib.parse import urlsplit
 __all__ = ["endpoint_of"]
 
 # Top-level namespaces that come before a collection name (/v1/test_helpers/test_clocks/{id}).
-_NAMESPACES = frozenset({
-    "apps", "billing", "billing_portal", "checkout", "climate", "entitlements",
-    "financial_connections", "forwarding", "identity", "issuing", "radar", "reporting",
-    "sigma", "tax", "terminal", "test_helpers", "treasury",
-})
+_NAMESPACES = frozenset(
+    {
+        "apps",
+        "billing",
+        "billing_portal",
+        "checkout",
+        "climate",
+        "entitlements",
+        "financial_connections",
+        "forwarding",
+        "identity",
+        "issuing",
+        "radar",
+        "reporting",
+        "sigma",
+        "tax",
+        "terminal",
+        "test_helpers",
+        "treasury",
+    }
+)
 # Words that stand where an id would, but are part of the path.
 _ACTIONS = frozenset({"search", "upcoming", "preview"})
 # Stripe ids: a short lowercase prefix, an underscore, then letters and digits.

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import stripe
@@ -18,12 +19,22 @@ from reconcile.errors import ConfigError, ReconcileError
 from reconcile.limiter import RequestLimiter
 from reconcile.mode import Mode, mask_key, mode_of_key
 from reconcile.retry import RetryPolicy
-from reconcile.stripe_errors import translate_stripe_error
+from reconcile.stripe_errors import StripeRequestError, translate_stripe_error
 from reconcile.stripe_http import LimitedHTTPClient, RequestStats
 
-__all__ = ["DEFAULT_API_BASE", "RequestStats", "StripeGateway"]
+__all__ = ["DEFAULT_API_BASE", "CustomerPage", "RequestStats", "StripeGateway"]
 
 DEFAULT_API_BASE = "https://api.stripe.com"
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    """One page of `GET /v1/customers`: its customers as plain dicts and the JSON text
+    Stripe sent, which the listing stores as it came (no second serialisation)."""
+
+    records: list[dict[str, Any]]
+    body: bytes
+    has_more: bool
 
 
 class StripeGateway:
@@ -105,23 +116,57 @@ class StripeGateway:
         ``expand`` names fields of a customer (``invoice_settings.default_payment_method``);
         the ``data.`` prefix a list needs is added here.
         """
-        params: dict[str, Any] = {"limit": page_size}
-        created: dict[str, int] = {}
-        if created_lt is not None:
-            created["lt"] = created_lt
-        if created_gte is not None:
-            created["gte"] = created_gte
-        if created:
-            params["created"] = created
-        if starting_after is not None:
-            params["starting_after"] = starting_after
-        if expand:
-            params["expand"] = [f"data.{field}" for field in expand]
-        if email is not None:
-            params["email"] = email
+        params = _customer_list_params(
+            created_lt, created_gte, starting_after, expand, email, page_size
+        )
         return self._paged(
             "GET /v1/customers", lambda: self._client.v1.customers.list(_params(params))
         )
+
+    def customer_pages(
+        self,
+        *,
+        created_lt: int | None = None,
+        created_gte: int | None = None,
+        starting_after: str | None = None,
+        expand: Sequence[str] = (),
+        page_size: int = 100,
+    ) -> Iterator[CustomerPage]:
+        """The listing of `list_customers`, a page at a time, for the bulk listing.
+
+        The walk is `auto_paging_iter`'s (the same filters again, `starting_after` the
+        last id, until `has_more` is false), through the same client, limiter, retries and
+        error translation; only the StripeObject per customer is skipped. Building and
+        unbuilding those costs about 20 ms of CPU per page of 100, eight times the rest
+        of the request: at ten times Stripe's test limit the client, not the limiter,
+        would set the pace. A generator: each page is asked for when the caller wants it.
+        """
+        params = _customer_list_params(
+            created_lt, created_gte, starting_after, expand, None, page_size
+        )
+        while True:
+            try:
+                response = self._client.raw_request("get", "/v1/customers", **params)
+            except stripe.StripeError as exc:
+                raise self._translate(exc, "GET /v1/customers", None) from exc
+            page = response.data
+            records = page.get("data") if isinstance(page, Mapping) else None
+            if not isinstance(records, list) or page.get("object") != "list":
+                raise StripeRequestError(
+                    f"{self.api_base} answered GET /v1/customers with something other than "
+                    "a list: check STRIPE_API_BASE points at Stripe or a Stripe-compatible "
+                    "server",
+                    status=response.code,
+                    code=None,
+                    param=None,
+                )
+            for record in records:
+                self.confirm_mode(record)
+            has_more = bool(page.get("has_more")) and bool(records)
+            yield CustomerPage(records, response.body.encode("utf-8"), has_more)
+            if not has_more:
+                return
+            params["starting_after"] = records[-1]["id"]
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer; a deleted one is ``{"id", "object", "deleted": True}``."""
@@ -138,9 +183,7 @@ class StripeGateway:
             "GET /v1/customers/search", lambda: self._client.v1.customers.search(_params(params))
         )
 
-    def create_customer(
-        self, params: Mapping[str, Any], *, idempotency_key: str
-    ) -> dict[str, Any]:
+    def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         return self._one(
             "POST /v1/customers",
             lambda: self._client.v1.customers.create(
@@ -268,6 +311,31 @@ def _required(idempotency_key: str) -> str:
     if not idempotency_key or len(idempotency_key) > 255:
         raise ValueError("idempotency_key must be 1 to 255 characters, derived from the data")
     return idempotency_key
+
+
+def _customer_list_params(
+    created_lt: int | None,
+    created_gte: int | None,
+    starting_after: str | None,
+    expand: Sequence[str],
+    email: str | None,
+    page_size: int,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": page_size}
+    created: dict[str, int] = {}
+    if created_lt is not None:
+        created["lt"] = created_lt
+    if created_gte is not None:
+        created["gte"] = created_gte
+    if created:
+        params["created"] = created
+    if starting_after is not None:
+        params["starting_after"] = starting_after
+    if expand:
+        params["expand"] = [f"data.{field}" for field in expand]
+    if email is not None:
+        params["email"] = email
+    return params
 
 
 def _params(params: Mapping[str, Any]) -> Any:

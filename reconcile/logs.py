@@ -23,9 +23,7 @@ _EMAIL = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+\.[A-Za-z]{2,}"
 _PERSONAL_FIELDS = frozenset({"email", "name", "phone", "emails", "names", "phones"})
 # E.164 (+15551234567, +44 20 7946 0958) and North American forms ((555) 123-4567,
 # 555-123-4567); ISO dates and run ids do not match.
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?!\w)"
-)
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?!\w)")
 REDACTED = "[redacted]"
 
 
@@ -45,9 +43,7 @@ def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            k: REDACTED if _is_personal(k) else _redact_value(v) for k, v in value.items()
-        }
+        return {k: REDACTED if _is_personal(k) else _redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_value(v) for v in value]
     if isinstance(value, BaseException):

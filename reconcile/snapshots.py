@@ -15,10 +15,9 @@ Users (`USER_COLUMNS`, produced by the user-DB reader, coerced by `normalize_use
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,7 @@ __all__ = [
     "STRING_DTYPE",
     "USER_COLUMNS",
     "customers_frame",
-    "customers_frame_from_json",
+    "customers_frame_from_pages",
     "empty_customers",
     "empty_users",
     "meta_column",
@@ -130,17 +129,6 @@ def _json_schema(keys: Sequence[str]) -> pa.Schema:
     )
 
 
-def _newline_joined(texts: pa.Array) -> pa.Buffer:
-    """One buffer holding every text followed by a newline (JSON lines), without copies
-    through Python objects."""
-    empty, newline = pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string())
-    lines = pc.binary_join_element_wise(texts, empty, newline)
-    lines = lines.cast(pa.large_string())
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
-    start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
-    return lines.buffers()[2][int(start) : int(end)]
-
-
 def _one_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     # pa.chunked_array([chunked]) would go through Python objects: combine in C++.
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -151,59 +139,114 @@ def _as_strings(column: pa.ChunkedArray | pa.Array) -> Any:
     return pd.arrays.ArrowStringArray(_one_array(column))
 
 
-def customers_frame_from_json(
-    texts: pa.ChunkedArray | pa.Array, metadata_keys: Sequence[str]
-) -> pd.DataFrame:
-    """The customers snapshot from customer objects stored as JSON text (the listing's
-    Parquet parts), parsed by Arrow in C++; same result as `customers_frame` on the dicts.
+# Pages parsed by Arrow at a time: about 17 MB of JSON, so a million customers never sit
+# in memory as text all at once.
+PAGES_PER_CHUNK = 256
 
-    Falls back to parsing each text in Python when a field has another shape than a
-    plain listing gives (an expanded payment method, a number in metadata).
+
+def customers_frame_from_pages(
+    bodies: Iterable[bytes], metadata_keys: Sequence[str]
+) -> pd.DataFrame:
+    """The customers snapshot from list pages as Stripe sent them (JSON list objects, the
+    listing's stored parts), parsed by Arrow in C++; the same as `customers_frame` on
+    their customers, in page order.
+
+    A chunk of pages where a field has another shape than a plain listing gives (an
+    expanded payment method, a number in metadata) is parsed in Python instead.
     """
     keys = list(dict.fromkeys(metadata_keys))
-    array = _one_array(texts)
-    if len(array) == 0:
+    frames = [_frame_from_chunk(list(chunk), keys) for chunk in _chunks(bodies)]
+    if not frames:
         return customers_frame([], keys)
-    if array.null_count:
-        raise ValueError("a stored customer record is empty: the listing's parts are damaged")
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _chunks(bodies: Iterable[bytes]) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for body in bodies:
+        chunk.append(body)
+        if len(chunk) == PAGES_PER_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _frame_from_chunk(bodies: list[bytes], keys: list[str]) -> pd.DataFrame:
+    text = b"\n".join(bodies)
+    schema = pa.schema([("data", pa.list_(pa.struct(list(_json_schema(keys)))))])
     try:
         table = pa_json.read_json(
-            pa.BufferReader(_newline_joined(array)),
-            read_options=pa_json.ReadOptions(block_size=1 << 24),
+            pa.BufferReader(text),
+            # One block for the chunk: a block must hold a whole page.
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(text) + 1)),
             parse_options=pa_json.ParseOptions(
-                explicit_schema=_json_schema(keys), unexpected_field_behavior="ignore"
+                explicit_schema=schema,
+                unexpected_field_behavior="ignore",
+                # Stripe's own bodies are indented over many lines.
+                newlines_in_values=True,
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return customers_frame([json.loads(text) for text in array.to_pylist()], keys)
-    if table.num_rows != len(array):
-        return customers_frame([json.loads(text) for text in array.to_pylist()], keys)
-    invoice = table.column("invoice_settings").combine_chunks()
+        return customers_frame(_records_of(bodies), keys)
+    pages = table.column("data")
+    if table.num_rows != len(bodies) or pages.null_count:
+        return customers_frame(_records_of(bodies), keys)
+    customers = pc.list_flatten(pages.combine_chunks())
+    return _frame_from_structs(customers, keys)
+
+
+def _records_of(bodies: list[bytes]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for body in bodies:
+        page = json.loads(body)
+        data = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(data, list) or not all(isinstance(r, dict) and "id" in r for r in data):
+            raise ValueError(
+                "a stored page holds no customer list: the listing's parts are damaged"
+            )
+        records.extend(data)
+    return records
+
+
+def _frame_from_structs(customers: pa.StructArray, keys: list[str]) -> pd.DataFrame:
+    def field(name: str) -> pa.Array:
+        return pc.struct_field(customers, name)
+
+    invoice = field("invoice_settings")
     # `invoice_settings` present (even with no default in it) wins, as in customers_frame.
     default_pm = pc.if_else(
         pc.is_valid(invoice),
         pc.struct_field(invoice, "default_payment_method"),
-        table.column("default_payment_method").combine_chunks(),
+        field("default_payment_method"),
     )
     default_pm = pc.if_else(
         pc.equal(default_pm, ""), pa.scalar(None, pa.large_string()), default_pm
     )
     frame = pd.DataFrame(
         {
-            "customer_id": _as_strings(table.column("id")),
-            "email": _as_strings(table.column("email")),
-            "name": _as_strings(table.column("name")),
-            "created": pc.fill_null(table.column("created"), 0).to_numpy().astype("int64"),
-            "livemode": pc.fill_null(table.column("livemode"), False).to_numpy().astype(bool),
+            "customer_id": _as_strings(field("id")),
+            "email": _as_strings(field("email")),
+            "name": _as_strings(field("name")),
+            "created": pc.fill_null(field("created"), 0)
+            .to_numpy(zero_copy_only=False)
+            .astype("int64"),
+            "livemode": pc.fill_null(field("livemode"), False)
+            .to_numpy(zero_copy_only=False)
+            .astype(bool),
             "default_payment_method": _as_strings(default_pm),
         }
     )
-    metadata = table.column("metadata").combine_chunks()
+    metadata = field("metadata")
     for key in keys:
         values = pc.struct_field(metadata, key)
         # A record without metadata at all: every key absent.
         values = pc.if_else(pc.is_valid(metadata), values, pa.scalar(None, pa.large_string()))
         frame[meta_column(key)] = _as_strings(values)
+    if pc.any(pc.is_null(field("id"))).as_py():
+        raise ValueError("a stored customer has no id: the listing's parts are damaged")
     return frame
 
 

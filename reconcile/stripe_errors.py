@@ -68,9 +68,14 @@ def translate_stripe_error(
             f"Could not reach the Stripe API at {api_base} {retried} for {what}: "
             "check STRIPE_API_BASE / [stripe] api_base and the network"
         )
-    if isinstance(exc, stripe.InvalidRequestError) and status == 404 and exc.code in (
-        "resource_missing",
-        None,
+    if (
+        isinstance(exc, stripe.InvalidRequestError)
+        and status == 404
+        and exc.code
+        in (
+            "resource_missing",
+            None,
+        )
     ):
         return _not_found(stripe_message, object_id, masked_key=masked_key, mode=mode)
     if isinstance(exc, stripe.RateLimitError):

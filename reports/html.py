@@ -124,30 +124,34 @@ def render_summary_html(
     by_severity: dict[str, int] = {}
     for _, severity, count in kind_severity_counts:
         by_severity[severity] = by_severity.get(severity, 0) + count
-    return _environment().get_template("summary.html.j2").render(
-        title=f"stripe-reconcile {title_job} {summary.get('run_id', '')}".strip(),
-        facts=_facts(summary),
-        kind_rows=list(kind_severity_counts),
-        total_findings=sum(count for _, _, count in kind_severity_counts),
-        severity_counts=[
-            (severity, by_severity[severity])
-            for severity in ("error", "warning", "info")
-            if by_severity.get(severity)
-        ],
-        headline_facts=[
-            text
-            for key, text in (
-                ("status", str(summary.get("status", ""))),
-                ("mode", f"{summary.get('mode')} mode"),
-                ("duration_seconds", _duration_text(summary.get("duration_seconds"))),
-            )
-            if summary.get(key) is not None
-        ],
-        bars=bars,
-        chart_label_width=_CHART_LABEL_WIDTH,
-        chart_bar_max=_CHART_BAR_MAX,
-        chart_row_height=_CHART_ROW_HEIGHT,
-        chart_height=max(1, len(bars)) * _CHART_ROW_HEIGHT,
-        request_rows=request_rows,
-        total_requests=sum(n for _, n in request_rows),
+    return (
+        _environment()
+        .get_template("summary.html.j2")
+        .render(
+            title=f"stripe-reconcile {title_job} {summary.get('run_id', '')}".strip(),
+            facts=_facts(summary),
+            kind_rows=list(kind_severity_counts),
+            total_findings=sum(count for _, _, count in kind_severity_counts),
+            severity_counts=[
+                (severity, by_severity[severity])
+                for severity in ("error", "warning", "info")
+                if by_severity.get(severity)
+            ],
+            headline_facts=[
+                text
+                for key, text in (
+                    ("status", str(summary.get("status", ""))),
+                    ("mode", f"{summary.get('mode')} mode"),
+                    ("duration_seconds", _duration_text(summary.get("duration_seconds"))),
+                )
+                if summary.get(key) is not None
+            ],
+            bars=bars,
+            chart_label_width=_CHART_LABEL_WIDTH,
+            chart_bar_max=_CHART_BAR_MAX,
+            chart_row_height=_CHART_ROW_HEIGHT,
+            chart_height=max(1, len(bars)) * _CHART_ROW_HEIGHT,
+            request_rows=request_rows,
+            total_requests=sum(n for _, n in request_rows),
+        )
     )

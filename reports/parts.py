@@ -1,10 +1,14 @@
-"""A run's work folder: the customer listing's pages as Parquet parts, for resuming.
+"""A run's work folder: the customer listing's pages as stored, for resuming.
 
-`<out>/<job>/.work-<listing id>/w<window>-p<page>.parquet`, one part per page, each
+`<out>/<job>/.work-<listing id>/w<window>-p<page>.json`, one file per page holding the
+page as Stripe sent it (a JSON list object whose `data` holds the customers), each
 written under a temporary name, fsynced and renamed, so a part that exists is whole.
-The folder is hidden and apart from the report folder, which still appears whole at
-the end; it holds personal data, so it is owner-only and removed once the report is in
-place.
+Storing the body as it came costs a write, not a serialisation per customer. The folder
+is hidden and apart from the report folder, which still appears whole at the end; it
+holds personal data, so it is owner-only and removed once the report is in place.
+
+Work folders of earlier versions hold `w<window>-p<page>.parquet` parts (one JSON text
+per customer); they are still read, so a run interrupted before an upgrade resumes.
 """
 
 from __future__ import annotations
@@ -13,18 +17,18 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reports.atomic import dir_mode_for, fsync_dir
 
 __all__ = [
     "WORK_PREFIX",
-    "read_part_texts",
+    "page_body",
+    "read_part_bodies",
     "read_parts",
     "remove_work_dir",
     "work_dir_for",
@@ -32,7 +36,6 @@ __all__ = [
 ]
 
 WORK_PREFIX = ".work-"
-_SCHEMA = pa.schema([("id", pa.string()), ("created", pa.int64()), ("record", pa.string())])
 
 
 def work_dir_for(out_dir: Path, job: str, listing_id: str) -> Path:
@@ -40,33 +43,40 @@ def work_dir_for(out_dir: Path, job: str, listing_id: str) -> Path:
 
 
 def _part_name(window: int, page: int) -> str:
+    return f"w{window:03d}-p{page:06d}.json"
+
+
+def _legacy_part_name(window: int, page: int) -> str:
     return f"w{window:03d}-p{page:06d}.parquet"
+
+
+def page_body(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """A page's JSON for records that did not come as one page (filtered, or built here)."""
+    return json.dumps({"object": "list", "data": list(records)}, separators=(",", ":")).encode()
 
 
 def write_part(
     work_dir: Path,
     window: int,
     page: int,
-    records: Sequence[Mapping[str, Any]],
+    body: bytes,
     *,
     file_mode: int = 0o600,
 ) -> Path:
-    """Store one page; an older part of the same name (a page fetched again) is replaced."""
-    work_dir.mkdir(mode=dir_mode_for(file_mode), parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "id": [str(r["id"]) for r in records],
-            "created": [int(r.get("created") or 0) for r in records],
-            "record": [json.dumps(r, separators=(",", ":"), sort_keys=True) for r in records],
-        },
-        schema=_SCHEMA,
-    )
+    """Store one page's JSON; an older part of the same name (a page fetched again) is
+    replaced."""
     final = work_dir / _part_name(window, page)
     temp = work_dir / f".{final.name}.tmp-{os.getpid()}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(temp, flags, file_mode)
+    except FileNotFoundError:
+        # The first page of a run creates the folder (one check per run, not per page).
+        work_dir.mkdir(mode=dir_mode_for(file_mode), parents=True, exist_ok=True)
+        fd = os.open(temp, flags, file_mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
+            handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
@@ -78,31 +88,34 @@ def write_part(
     return final
 
 
-def read_parts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
-    """The records of the first `n` pages of each `(window, n)`, in window then page order.
+def _read_body(work_dir: Path, window: int, page: int) -> bytes:
+    path = work_dir / _part_name(window, page)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        legacy = work_dir / _legacy_part_name(window, page)
+        if not legacy.exists():
+            raise
+    texts = pq.read_table(legacy, columns=["record"]).column("record").to_pylist()
+    return b'{"object":"list","data":[' + ",".join(texts).encode() + b"]}"
 
-    Parts past a window's checkpoint (stored, but killed before the bookmark moved)
-    are ignored: that page is fetched again.
-    """
-    records: list[dict[str, Any]] = []
+
+def read_part_bodies(work_dir: Path, pages: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+    """The stored JSON of the first `n` pages of each `(window, n)`, in window then page
+    order. Parts past a window's checkpoint (stored, but killed before the bookmark
+    moved) are ignored: that page is fetched again."""
     for window, count in pages:
         for page in range(count):
-            path = work_dir / _part_name(window, page)
-            table = pq.read_table(path, columns=["record"])
-            records.extend(json.loads(text) for text in table.column("record").to_pylist())
+            yield _read_body(work_dir, window, page)
+
+
+def read_parts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
+    """The customers of the first `n` pages of each `(window, n)`, as dicts, in window
+    then page order."""
+    records: list[dict[str, Any]] = []
+    for body in read_part_bodies(work_dir, pages):
+        records.extend(json.loads(body)["data"])
     return records
-
-
-def read_part_texts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> pa.ChunkedArray:
-    """The stored JSON text of every record of the first `n` pages of each `(window, n)`,
-    in window then page order, as one Arrow column: read in C++, no Python object per row."""
-    paths = [
-        str(work_dir / _part_name(window, page)) for window, count in pages for page in range(count)
-    ]
-    if not paths:
-        return pa.chunked_array([], type=pa.string())
-    table = pq.ParquetDataset(paths).read(columns=["record"], use_threads=True)
-    return table.column("record")
 
 
 def remove_work_dir(work_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -203,6 +204,10 @@ class SandboxServer:
 def serve_forever(config: SandboxConfig) -> None:
     """Serve in the foreground; print the URL once listening; SIGINT/SIGTERM stop cleanly."""
     state = _state_for(config)
+    # The seeded store lives as long as the server: out of the collector's sight, so a
+    # full collection walks only what requests make, not a million customers (each such
+    # walk held every answer back and sent them in bursts).
+    gc.freeze()
 
     async def main() -> None:
         stopping = asyncio.Event()
