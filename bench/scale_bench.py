@@ -187,6 +187,7 @@ def run_one(
         "bucket": bucket,
         "ratio": wall / floor if floor else float("nan"),
         "listing_s": listing_s,
+        "phases": outcome.summary.get("phase_seconds", {}),
         "listing_requests": sum(pages.values()),
         "listing_ratio": listing_s / listing_floor if listing_floor else float("nan"),
         "429s": outcome.summary.get("rate_limited", 0),
@@ -289,6 +290,8 @@ def variant(
                     result["limits"] = label
                     results.append(result)
                     print(f"  {_row(result)}", file=sys.stderr, flush=True)
+                    phases = ", ".join(f"{k} {v:.2f}s" for k, v in result["phases"].items())
+                    print(f"    phases: {phases}", file=sys.stderr, flush=True)
                     if result["refused"]:
                         print(f"    429s at: {result['refused']}", file=sys.stderr, flush=True)
             finally:

@@ -185,8 +185,10 @@ class UserDB:
     def read_users(self) -> pd.DataFrame:
         """The users snapshot: user_id, email, name, customer_id, deleted, meta.<key>..."""
         names = list(self._wanted_columns)
+        # Rows as plain tuples: pandas probes each Row for attributes (an exception each).
         frames = [
-            pd.DataFrame(list(chunk), columns=names, dtype=object) for chunk in self._iter_chunks()
+            pd.DataFrame(list(map(tuple, chunk)), columns=names, dtype=object)
+            for chunk in self._iter_chunks()
         ]
         raw = (
             pd.concat(frames, ignore_index=True)
@@ -197,7 +199,10 @@ class UserDB:
 
     def _to_snapshot(self, raw: pd.DataFrame) -> pd.DataFrame:
         def strings(column: str) -> pd.Series:
-            values = raw[column].map(stringify, na_action="ignore") if len(raw) else raw[column]
+            values = raw[column]
+            # Text columns (the usual case) are strings already; others are canonicalised.
+            if len(raw) and pd.api.types.infer_dtype(values, skipna=True) != "string":
+                values = values.map(stringify, na_action="ignore")
             series = pd.Series(values, dtype="string")
             return series.mask(series.str.strip() == "")
 
