@@ -146,7 +146,8 @@ def run(ctx: JobContext) -> JobResult:
     password = _check_send(ctx)
     templates = load_templates(settings.card_expiry)
 
-    users = ctx.userdb.read_users()
+    with ctx.phase("users"):
+        users = ctx.userdb.read_users()
     keys = metadata_keys_needed(settings.userdb)
     config = compare_config(settings.userdb, ctx.gateway.mode)
 
@@ -173,29 +174,35 @@ def run(ctx: JobContext) -> JobResult:
         )
         if records:
             ctx.gateway.confirm_mode(records[0])
-        customers = customers_frame(records, keys)
-        kept = in_scope(customers, users, config).to_numpy()
-        customers = customers[kept].reset_index(drop=True)
-        records = [record for record, keep in zip(records, kept, strict=True) if keep]
+        with ctx.phase("snapshot"):
+            customers = customers_frame(records, keys)
+            kept = in_scope(customers, users, config).to_numpy()
+            customers = customers[kept].reset_index(drop=True)
+            records = [record for record, keep in zip(records, kept, strict=True) if keep]
         log.info("customers listed", customers=len(customers), all_cards=all_cards)
         if scan is not None:
-            rows = [row for rows in scan.finish(records) for row in rows]
+            with ctx.phase("payment_methods_after_listing"):
+                rows = [row for rows in scan.finish(records) for row in rows]
         else:
             rows = default_cards(records)
     finally:
         if scan is not None:
             scan.close()
-    cards = cards_frame(rows)
-    people = customer_people(customers, users, settings.userdb.user_id_metadata_key)
-    findings = card_findings(cards, customers, people, ctx.today, days=days, all_cards=all_cards)
+    with ctx.phase("cards"):
+        cards = cards_frame(rows)
+        people = customer_people(customers, users, settings.userdb.user_id_metadata_key)
+        findings = card_findings(
+            cards, customers, people, ctx.today, days=days, all_cards=all_cards
+        )
 
-    candidates = reminder_candidates(cards, people, ctx.today, days)
-    memory = ReminderMemory(ctx.state.engine, ctx.gateway.mode.value)
-    history = memory.history(candidates["payment_method_id"].dropna().unique().tolist())
-    due = due_reminders(
-        candidates, history, ctx.started_at, settings.card_expiry.remind_again_after_days
-    )
-    messages = reminder_messages(due, templates, settings.email.sender)
+    with ctx.phase("reminders"):
+        candidates = reminder_candidates(cards, people, ctx.today, days)
+        memory = ReminderMemory(ctx.state.engine, ctx.gateway.mode.value)
+        history = memory.history(candidates["payment_method_id"].dropna().unique().tolist())
+        due = due_reminders(
+            candidates, history, ctx.started_at, settings.card_expiry.remind_again_after_days
+        )
+        messages = reminder_messages(due, templates, settings.email.sender)
     facts: dict[str, Any] = {
         "customers_scanned": len(customers),
         "cards_scanned": len(cards),

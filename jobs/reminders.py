@@ -28,6 +28,7 @@ from reports.email import smtp_session
 __all__ = [
     "DEFAULT_TEMPLATE",
     "MAX_REMINDERS_PER_EXPIRY",
+    "ReminderEmail",
     "ReminderTemplates",
     "SendOutcome",
     "due_reminders",
@@ -140,30 +141,51 @@ def _card_context(row: Mapping[Hashable, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ReminderEmail:
+    """One customer's reminder, rendered: the message is built only when it is sent (the
+    email package takes a millisecond a message, seconds for a dry run of thousands)."""
+
+    sender: str
+    to: str
+    subject: str
+    body: str
+    cards: list[SentReminder]
+
+    def as_message(self) -> EmailMessage:
+        message = EmailMessage()
+        message["Subject"] = self.subject
+        message["From"] = self.sender
+        message["To"] = self.to
+        message.set_content(self.body)
+        return message
+
+
 def reminder_messages(
     due: pd.DataFrame, templates: ReminderTemplates, sender: str
-) -> list[tuple[EmailMessage, list[SentReminder]]]:
-    """One message per customer (all their due cards in it), with the cards it covers."""
-    out: list[tuple[EmailMessage, list[SentReminder]]] = []
-    for (customer_id, email), group in due.groupby(["customer_id", "email"], sort=True):
-        rows = group.to_dict("records")
+) -> list[ReminderEmail]:
+    """One message per customer (all their due cards in it), by customer id then email."""
+    # Grouped in plain Python over the records: a DataFrame per customer cost seconds.
+    groups: dict[tuple[str, str], list[dict[Hashable, Any]]] = {}
+    for row in due.to_dict("records"):
+        customer_id, email = row["customer_id"], row["email"]
+        if pd.isna(customer_id) or pd.isna(email):
+            continue
+        groups.setdefault((str(customer_id), str(email)), []).append(row)
+    out: list[ReminderEmail] = []
+    for (customer_id, email), rows in sorted(groups.items(), key=lambda item: item[0]):
         name = next((r["name"] for r in rows if pd.notna(r["name"])), None)
-        subject, body = templates.render(name, str(email), [_card_context(r) for r in rows])
-        message = EmailMessage()
-        message["Subject"] = subject
-        message["From"] = sender
-        message["To"] = str(email)
-        message.set_content(body)
+        subject, body = templates.render(name, email, [_card_context(r) for r in rows])
         cards = [
             SentReminder(
                 str(r["payment_method_id"]),
-                str(customer_id),
+                customer_id,
                 int(r["exp_year"]),
                 int(r["exp_month"]),
             )
             for r in rows
         ]
-        out.append((message, cards))
+        out.append(ReminderEmail(sender, email, subject, body, cards))
     return out
 
 
@@ -176,7 +198,7 @@ class SendOutcome:
 
 
 def send_reminders(
-    messages: list[tuple[EmailMessage, list[SentReminder]]],
+    messages: list[ReminderEmail],
     email: EmailSettings,
     password: str | None,
     memory: ReminderMemory,
@@ -189,7 +211,21 @@ def send_reminders(
     first_error: str | None = None
     try:
         with smtp_session(email, password) as session:
-            for message, covered in messages:
+            for reminder in messages:
+                covered = reminder.cards
+                try:
+                    message = reminder.as_message()
+                except (ValueError, TypeError):
+                    # An address the email package refuses (a line break, say): that
+                    # customer's reminder fails, the others go. The address stays out of
+                    # the summary and the log (personal data).
+                    failed += 1
+                    first_error = first_error or (
+                        "a customer's email address was refused by the email package "
+                        "(a line break or a character a header cannot hold)"
+                    )
+                    log.warning("reminder not sent", reason="address refused")
+                    continue
                 try:
                     session.send(message)
                 except DeliveryError as exc:

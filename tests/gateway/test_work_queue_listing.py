@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 from collections.abc import Iterator
@@ -13,12 +14,19 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reconcile.checkpoints import CheckpointStore, RunInterrupted
+from reconcile.checkpoints import (
+    CheckpointStore,
+    PageStored,
+    RunInterrupted,
+    WindowCheckpoint,
+    WindowCut,
+)
 from reconcile.gateway import StripeGateway
 from reconcile.limiter import RequestLimiter
 from reconcile.listing import (
     list_windows,
     listing_frame,
+    max_piece_pages,
     merge_records,
     split_points,
     window_bounds,
@@ -172,3 +180,106 @@ def test_a_server_that_rejects_created_is_paged_by_one_cursor(
     assert cursors.count(None) == 1
     assert len(plain) <= -(-len(CUSTOMERS) // 100) + len(windows)
     assert len(store.windows("run1")) == len(windows)  # nothing cut without the filter
+
+
+def test_a_long_rest_is_cut_near_the_cursor_and_the_oldest_piece_takes_what_is_left() -> None:
+    # 100 customers in the last 100 s and a window open down to 10^6 s back: the guess of
+    # what is left (~10,000 pages) is far too long for a young account, so pieces of at
+    # most 4 pages sit right below the cursor and the last one keeps the rest.
+    cuts = split_points(None, NOW, NOW - 100, 100, 5, floor=NOW - 1_000_000, max_pages=4)
+    assert len(cuts) == 4
+    assert cuts == [NOW - 500, NOW - 900, NOW - 1_300, NOW - 1_700]
+    # Even with no idle worker, a rest above max_pages is cut once, so no cursor is left
+    # with a long walk at the end of the listing.
+    assert split_points(NOW - 10_000, NOW, NOW - 100, 100, 1, max_pages=4) == [NOW - 500]
+    # A rest within max_pages and no idle worker: nothing to cut.
+    assert split_points(NOW - 500, NOW, NOW - 100, 100, 1, max_pages=4) == []
+
+
+def test_the_longest_rest_scales_with_the_rate() -> None:
+    assert max_piece_pages(25.0) == 32.0  # Stripe's test limit: the run takes minutes
+    assert max_piece_pages(100.0) == 10.0
+    assert max_piece_pages(250.0) == 4.0  # ten times it: the run takes seconds
+    assert max_piece_pages(10_000.0) == 4.0
+
+
+class _FailingStore(CheckpointStore):
+    """Commits its first `allowed` batches, then fails like a database gone away."""
+
+    def __init__(self, engine: sa.Engine, allowed: int) -> None:
+        super().__init__(engine)
+        self.allowed = allowed
+        self.batches = 0
+
+    def apply(self, listing_id: str, changes: Any) -> None:
+        self.batches += 1
+        if self.batches > self.allowed:
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        super().apply(listing_id, changes)
+
+
+def test_a_failed_checkpoint_commit_stops_the_listing_with_that_error(
+    account: SandboxServer, tmp_path: Path
+) -> None:
+    store = _FailingStore(sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}"), allowed=2)
+    store.start_listing(
+        "run1", "job", created_lt=NOW + 1, work_dir=str(tmp_path / "w"), windows=[(None, NOW + 1)]
+    )
+    with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+        list_windows(_gateway(account.url), store, "run1", tmp_path / "w", workers=8)
+    # What was committed before the failure is a state the listing went through: each
+    # window's pages are stored, and a resumed run with a working database completes.
+    resumed = list_windows(
+        _gateway(account.url), CheckpointStore(store.engine), "run1", tmp_path / "w", workers=8
+    )
+    reference = merge_records(list(iter_customers(_gateway(account.url), created_lt=NOW + 1)))
+    assert [r["id"] for r in resumed] == [r["id"] for r in reference]
+
+
+def test_checkpoint_changes_applied_in_one_batch_equal_the_same_changes_one_by_one(
+    tmp_path: Path,
+) -> None:
+    def replay(batched: bool) -> list[WindowCheckpoint]:
+        store = CheckpointStore(sa.create_engine(f"sqlite:///{tmp_path / f'{batched}.db'}"))
+        store.start_listing("run1", "job", created_lt=1_000, work_dir="w", windows=[(None, 1_000)])
+        piece = WindowCheckpoint(1, None, 600, None, 0, 0, False)
+        changes = [
+            PageStored(0, "cus_a", 1, 100, False),
+            WindowCut(0, 600, piece),
+            PageStored(1, "cus_b", 1, 40, True),
+            PageStored(0, "cus_c", 2, 170, True),
+        ]
+        if batched:
+            store.apply("run1", changes)
+        else:
+            for change in changes:
+                store.apply("run1", [change])
+        return store.windows("run1")
+
+    assert (
+        replay(True)
+        == replay(False)
+        == [
+            WindowCheckpoint(0, 600, 1_000, "cus_c", 2, 170, True),
+            WindowCheckpoint(1, None, 600, "cus_b", 1, 40, True),
+        ]
+    )
+
+
+def test_objects_older_than_the_listing_are_frozen_while_it_runs(
+    account: SandboxServer, tmp_path: Path
+) -> None:
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
+    before = gc.get_freeze_count()
+    seen: list[int] = []
+    list_windows(
+        _gateway(account.url),
+        store,
+        "run1",
+        work_dir,
+        workers=4,
+        on_page=lambda _records: seen.append(gc.get_freeze_count()),
+    )
+    assert seen
+    assert min(seen) > before
+    assert gc.get_freeze_count() == before

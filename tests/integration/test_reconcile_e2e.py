@@ -54,6 +54,12 @@ def test_run_folder_holds_the_contract(world: SeededWorld) -> None:
     assert sum(summary["counts_by_kind"].values()) == len(csv)
     assert summary["requests_by_endpoint"]["GET /v1/customers"] >= 4
     assert summary["duration_seconds"] > 0
+    # Where the time went, phase by phase, within the run's own duration.
+    phases = summary["phase_seconds"]
+    assert set(phases) == {"users", "listing", "snapshot", "missing_lookups", "compare"}
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert phases["listing"] > 0
+    assert sum(phases.values()) <= summary["duration_seconds"]
     html = (run_dir / "summary.html").read_text()
     assert "<svg" in html
     assert "duplicate_email" in html
