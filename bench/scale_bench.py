@@ -14,8 +14,9 @@ It then runs, in this process, with the project's own runner:
 Each run is a process of its own. Per run it prints the requests sent, the wall time, the
 floor (for each limiter bucket, the requests that count against it divided by its
 sustained rate; the largest), wall divided by floor, then the listing alone (its pages,
-its wall, its wall divided by the floor of its pages), the 429s received and the run's
-peak RSS. The fewest pages a listing can take is customers / 100, rounded up.
+its wall, its wall divided by the floor of its pages, and by the floor at the nominal
+limit, `/limit`, which no client could beat: the limiter keeps a few percent under it),
+the 429s received and the run's peak RSS. The fewest pages a listing can take is customers / 100, rounded up.
 `--profile DIR` samples every thread of each run with py-spy (pip install py-spy).
 """
 
@@ -67,12 +68,21 @@ class Limits:
     per_endpoint: float
     search: float
 
-    def floor(self, by_endpoint: dict[str, int]) -> tuple[float, str]:
-        """The largest (requests in a bucket / its sustained rate), and that bucket's name."""
+    def floor(self, by_endpoint: dict[str, int], *, nominal: bool = False) -> tuple[float, str]:
+        """The largest (requests in a bucket / its sustained rate), and that bucket's name.
+
+        The sustained rate is the limiter's (a few percent under the limit, its safety
+        margin: see reconcile.limiter); `nominal` divides by the limit itself instead, the
+        floor no client could beat.
+        """
+
+        def rate(limit: float) -> float:
+            return limit if nominal else bucket_shape(limit).sustained_rate
+
         sustained = {
-            "global": bucket_shape(self.global_limit).sustained_rate,
-            "endpoint": bucket_shape(self.per_endpoint).sustained_rate,
-            "search": bucket_shape(self.search).sustained_rate,
+            "global": rate(self.global_limit),
+            "endpoint": rate(self.per_endpoint),
+            "search": rate(self.search),
         }
         candidates = [(sum(by_endpoint.values()) / sustained["global"], "global")]
         candidates += [(n / sustained["endpoint"], e) for e, n in by_endpoint.items()]
@@ -166,6 +176,7 @@ def run_one(
     listing_s = float(outcome.summary.get("phase_seconds", {}).get("listing", 0.0))
     pages = {e: n for e, n in by_endpoint.items() if e == "GET /v1/customers"}
     listing_floor, _ = limits.floor(pages) if pages else (0.0, "")
+    nominal_floor, _ = limits.floor(pages, nominal=True) if pages else (0.0, "")
     log = _sandbox(settings, "GET", "requests?limit=100000")["data"]
     first = min((e["time"] for e in log), default=0.0)
     refused = Counter(
@@ -190,6 +201,7 @@ def run_one(
         "phases": outcome.summary.get("phase_seconds", {}),
         "listing_requests": sum(pages.values()),
         "listing_ratio": listing_s / listing_floor if listing_floor else float("nan"),
+        "listing_nominal_ratio": listing_s / nominal_floor if nominal_floor else float("nan"),
         "429s": outcome.summary.get("rate_limited", 0),
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -302,7 +314,7 @@ def variant(
 
 _HEADER = (
     f"{'limits':14}{'run':26}{'customers':>10}{'requests':>10}{'wall s':>9}{'floor s':>9}"
-    f"{'wall/floor':>11}{'pages':>7}{'listing s':>10}{'listing/floor':>14}{'429s':>6}"
+    f"{'wall/floor':>11}{'pages':>7}{'listing s':>10}{'listing/floor':>14}{'/limit':>7}{'429s':>6}"
     f"{'peak RSS MB':>13}  bucket"
 )
 
@@ -311,7 +323,8 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"{r.get('limits', ''):14}{r['run']:26}{r['customers']:>10,}{r['requests']:>10,}"
         f"{r['wall_s']:>9.1f}{r['floor_s']:>9.1f}{r['ratio']:>11.3f}{r['listing_requests']:>7,}"
-        f"{r['listing_s']:>10.1f}{r['listing_ratio']:>14.3f}{r['429s']:>6}"
+        f"{r['listing_s']:>10.1f}{r['listing_ratio']:>14.3f}{r['listing_nominal_ratio']:>7.3f}"
+        f"{r['429s']:>6}"
         f"{r['peak_rss_mb']:>13,.0f}  {r['bucket']}"
     )
 

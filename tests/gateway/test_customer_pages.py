@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import stripe
 
 from reconcile.gateway import StripeGateway
 from reconcile.limiter import RequestLimiter
 from reconcile.sandbox.runner import SandboxServer
-from reconcile.stripe_errors import StripeRequestError
+from reconcile.stripe_errors import StripeRequestError, sdk_error_for
 
 KEY = "sk_test_" + "CustomerPages0123456789"
 
@@ -89,3 +90,42 @@ def test_an_answer_that_is_not_a_list_names_the_api_base() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, {"type": "invalid_request_error", "code": "parameter_unknown", "param": "created",
+               "message": "Received unknown parameter: created"}),
+        (400, {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many"}),
+        (400, {"type": "idempotency_error", "message": "Keys for idempotent requests ..."}),
+        (401, {"type": "invalid_request_error", "message": "Invalid API Key provided"}),
+        (402, {"type": "card_error", "code": "card_declined", "param": "", "message": "no"}),
+        (403, {"type": "invalid_request_error", "message": "does not have the required ..."}),
+        (404, {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
+               "message": "No such customer: 'cus_1'"}),
+        (429, {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many"}),
+        (500, {"type": "api_error", "message": "Something went wrong"}),
+        (502, None),
+    ],
+)
+def test_errors_read_without_the_requestor_are_the_sdks_own(
+    status: int, error: dict[str, str] | None
+) -> None:
+    body = json.dumps({"error": error}) if error is not None else "<html>Bad gateway</html>"
+    parsed = json.loads(body) if error is not None else None
+    headers = {"Request-Id": "req_1"}
+    mine = sdk_error_for(body, status, parsed, headers)
+    if parsed is None:
+        # The SDK's requestor answers a body that is not JSON with an APIError too.
+        assert type(mine) is stripe.APIError
+        assert mine.http_status == status
+        return
+    # The SDK's own mapping, reached through its private requestor: only this test uses it.
+    requestor = stripe._api_requestor._APIRequestor._global_instance()  # type: ignore[no-untyped-call]
+    with pytest.raises(stripe.StripeError) as sdk:
+        requestor.handle_error_response(body, status, parsed, headers, "V1")
+    assert type(mine) is type(sdk.value)
+    assert (mine.http_status, mine.code) == (sdk.value.http_status, sdk.value.code)
+    assert mine.user_message == sdk.value.user_message
+    assert getattr(mine, "param", None) == getattr(sdk.value, "param", None)
