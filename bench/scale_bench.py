@@ -16,7 +16,8 @@ floor (for each limiter bucket, the requests that count against it divided by it
 sustained rate; the largest), wall divided by floor, then the listing alone (its pages,
 its wall, its wall divided by the floor of its pages, and by the floor at the nominal
 limit, `/limit`, which no client could beat: the limiter keeps a few percent under it),
-the 429s received and the run's peak RSS. The fewest pages a listing can take is customers / 100, rounded up.
+the 429s received and the run's peak RSS. The fewest pages a listing can take is
+customers / 100, rounded up.
 `--profile DIR` samples every thread of each run with py-spy (pip install py-spy).
 """
 
