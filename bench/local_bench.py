@@ -42,7 +42,7 @@ from reconcile.sandbox.seed import (  # noqa: E402
     users_snapshot,
 )
 from reconcile.snapshots import customers_frame  # noqa: E402
-from reports.parts import read_parts, write_part  # noqa: E402
+from reports.parts import page_body, read_parts, write_part  # noqa: E402
 from reports.writer import write_run_reports  # noqa: E402
 
 NOW = 1_760_000_000
@@ -61,7 +61,7 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-PART_ROWS = 10_000  # bigger than a page: fewer files to fsync while setting up
+PART_ROWS = 100  # one page per part, as a listing stores them
 
 
 def _inputs(
@@ -78,7 +78,7 @@ def _inputs(
     del account
     pages = 0
     for start in range(0, len(records), PART_ROWS):
-        write_part(work_dir, 0, pages, records[start : start + PART_ROWS])
+        write_part(work_dir, 0, pages, page_body(records[start : start + PART_ROWS]))
         pages += 1
     del records
     gc.collect()
