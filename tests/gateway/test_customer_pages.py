@@ -129,3 +129,40 @@ def test_errors_read_without_the_requestor_are_the_sdks_own(
     assert (mine.http_status, mine.code) == (sdk.value.http_status, sdk.value.code)
     assert mine.user_message == sdk.value.user_message
     assert getattr(mine, "param", None) == getattr(sdk.value, "param", None)
+
+
+class _Recording(BaseHTTPRequestHandler):
+    seen: list[dict[str, str]]
+
+    def do_GET(self) -> None:
+        self.seen.append({**dict(self.headers), "path": self.path})
+        payload = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_pages_are_asked_for_with_the_key_and_the_api_version_the_sdk_pins() -> None:
+    seen: list[dict[str, str]] = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Recording,), {"seen": seen}))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        gateway = _gateway(f"http://127.0.0.1:{httpd.server_address[1]}")
+        pages = list(gateway.customer_pages(created_lt=20, created_gte=10, expand=["x.y"]))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [p.records for p in pages] == [[]]
+    (request,) = seen
+    assert request["Authorization"] == f"Bearer {KEY}"
+    assert request["Stripe-Version"] == stripe.api_version
+    assert request["path"] == (
+        "/v1/customers?limit=100&created%5Blt%5D=20&created%5Bgte%5D=10&expand%5B0%5D=data.x.y"
+    )
+    assert gateway.stats.by_endpoint == {"GET /v1/customers": 1}
