@@ -519,7 +519,7 @@ def page_windows(
     )
     try:
         if queue.waiting:
-            with _older_objects_frozen():
+            with _collector_eased():
                 _dispatch(queue, pager)
     except BaseException:
         # The pages stored so far keep their bookmarks; the listing's own error wins.
@@ -543,20 +543,33 @@ def page_windows(
     return finished
 
 
-@contextlib.contextmanager
-def _older_objects_frozen() -> Iterator[None]:
-    """Keep the objects that exist before the listing out of the garbage collector's sight.
+# Allocations between two young-generation collections while the listing runs (700 by
+# default): a page of 100 customers makes thousands of containers.
+LISTING_GC_THRESHOLDS = (100_000, 20, 100)
 
-    Each page parsed makes thousands of containers, so collections run often, and an
-    oldest-generation one walks every object of the process (pandas, pyarrow and
-    SQLAlchemy make hundreds of thousands) while holding the interpreter: 150 workers
-    stall on it. Measured at ten times Stripe's test limit: 25 % less CPU, and late
-    wakes at the limiter (each a lost slot) from 121 to 16 in 1,290 requests.
+
+@contextlib.contextmanager
+def _collector_eased() -> Iterator[None]:
+    """Keep the garbage collector from stalling the workers while the listing runs.
+
+    Each page parsed makes thousands of containers, and a hundred workers hold a page
+    each, so with the default threshold a collection ran every few pages and walked all
+    of those pages, holding the interpreter; an oldest-generation collection also walked
+    every object of the process (pandas, pyarrow and SQLAlchemy make hundreds of
+    thousands). The objects older than the listing are frozen (out of the collector's
+    sight) and young collections run over a hundred times less often; parsed pages hold
+    no cycles, so reference counting frees them as before. Measured at ten times
+    Stripe's test limit, 100k customers: plain pages 1.25 to 1.17-1.22 times the floor;
+    pages with expanded payment methods (card-expiry) 1.94 to 1.44-1.49, client CPU
+    8.8 s to 6.2 s.
     """
+    threshold = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(*LISTING_GC_THRESHOLDS)
     try:
         yield
     finally:
+        gc.set_threshold(*threshold)
         gc.unfreeze()
 
 
