@@ -4,8 +4,8 @@ Usage: .venv/bin/python bench/local_bench.py [--sizes N ...] [--seed S] [--profi
 
 For each size N (users = customers = N, about: the seed generator plants its anomalies)
 a child process generates the seeded account and turns it into what the reconcile job
-has once its listing is done: the customers stored as JSON in Parquet parts (as
-reports.parts stores pages) and the users snapshot. It drops the generator's objects,
+has once its listing is done: the customers stored as list pages of 100, one file each
+(as reports.parts stores pages), and the users snapshot. It drops the generator's objects,
 resets the kernel's peak-RSS mark, and then times
 1. the customers snapshot: `listing_frame` over the parts, as the job builds it (with
    `--dicts`: the parts read back as dicts and `customers_frame`, the old way),

@@ -1,18 +1,22 @@
 """The customer listing of a run: a work queue of `created` windows, paged concurrently.
 
 The range below the run's fixed bound starts as a few date windows (1, 2, 4, ... days
-back, the oldest open below). Workers take windows from a queue; whenever the queue runs
-dry, a worker whose page came back full cuts the rest of its window in half by `created`
-and queues the older half, so dense stretches (a burst, years of steady sign-ups) are
-paged by as many cursors as there are workers, and the limiter, not the latency of one
-cursor, sets the pace. A window whose rest spans a single second cannot be cut: its
-customers share `created` and are paged by its cursor alone.
+back, the oldest open below). Workers take windows from a queue; whenever workers idle
+while the limiter is starved of requests, a worker whose page came back full cuts the
+rest of its window by `created` into pieces for them, so dense stretches (a burst, years
+of steady sign-ups) are paged by as many cursors as the limiter can keep busy, and the
+limiter, not the latency of one cursor, sets the pace. A rest longer than a few pages
+(`max_piece_pages`) is cut anyway, close below the cursor, so the listing does not end
+waiting on one long walk and a guess about how far back an account goes costs one page.
+A window whose rest spans a single second cannot be cut: its customers share `created`
+and are paged by its cursor alone.
 
-Every page is stored as a Parquet part in the run's work folder (reports.parts) and
+Every page is stored as Stripe sent it in the run's work folder (reports.parts) and
 only then is its window's cursor moved on in the state database (reconcile.checkpoints),
-the way tap-stripe moves a bookmark only after the data is stored; a cut is one
-transaction. A run killed at any point resumes from the last stored page of each
-window, without fetching it again.
+the way tap-stripe moves a bookmark only after the data is stored; one thread commits
+those moves (and the cuts) in batches, in order. A run killed at any point resumes from
+the last committed page of each window: at most the pages of the last batch are
+fetched again.
 
 Where the server rejects the `created` filter, the windows are paged one after another,
 newest first, each starting after the last customer of the one before: one cursor over
