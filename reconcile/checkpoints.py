@@ -122,6 +122,23 @@ def _window(row: sa.Row[object]) -> WindowCheckpoint:
     )
 
 
+def _empty_window(
+    listing_id: str, window: int, created_gte: int | None, created_lt: int, now: float
+) -> dict[str, object]:
+    """The row of a window no page of which is stored yet."""
+    return {
+        "listing_id": listing_id,
+        "window": window,
+        "created_gte": created_gte,
+        "created_lt": created_lt,
+        "last_id": None,
+        "pages": 0,
+        "rows": 0,
+        "done": False,
+        "updated_at": now,
+    }
+
+
 class CheckpointStore:
     """Listings and their window cursors, on the state database's engine."""
 
@@ -156,17 +173,7 @@ class CheckpointStore:
             conn.execute(
                 checkpoints_table.insert(),
                 [
-                    {
-                        "listing_id": run_id,
-                        "window": index,
-                        "created_gte": gte,
-                        "created_lt": lt,
-                        "last_id": None,
-                        "pages": 0,
-                        "rows": 0,
-                        "done": False,
-                        "updated_at": now,
-                    }
+                    _empty_window(run_id, index, gte, lt, now)
                     for index, (gte, lt) in enumerate(windows)
                 ],
             )
@@ -281,15 +288,9 @@ class CheckpointStore:
                 )
                 conn.execute(
                     table.insert().values(
-                        listing_id=listing_id,
-                        window=piece.window,
-                        created_gte=piece.created_gte,
-                        created_lt=piece.created_lt,
-                        last_id=None,
-                        pages=0,
-                        rows=0,
-                        done=False,
-                        updated_at=now,
+                        _empty_window(
+                            listing_id, piece.window, piece.created_gte, piece.created_lt, now
+                        )
                     )
                 )
 
@@ -303,17 +304,10 @@ class CheckpointStore:
         now = datetime.now(UTC).timestamp()
         windows = self.windows(listing.listing_id)
         with self.engine.begin() as conn:
+            window = max((w.window for w in windows), default=-1) + 1
             conn.execute(
                 checkpoints_table.insert().values(
-                    listing_id=listing.listing_id,
-                    window=max((w.window for w in windows), default=-1) + 1,
-                    created_gte=listing.created_lt,
-                    created_lt=created_lt,
-                    last_id=None,
-                    pages=0,
-                    rows=0,
-                    done=False,
-                    updated_at=now,
+                    _empty_window(listing.listing_id, window, listing.created_lt, created_lt, now)
                 )
             )
             conn.execute(

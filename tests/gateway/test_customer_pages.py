@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -66,9 +67,15 @@ def test_a_cursor_resumes_after_the_id_it_is_given(customers: SandboxServer) -> 
     assert resumed == everyone[150:]
 
 
-class _NotAList(BaseHTTPRequestHandler):
+class _Answering(BaseHTTPRequestHandler):
+    """Answers every GET with `answer` as JSON and keeps each request's headers and path."""
+
+    answer: dict[str, Any]
+    seen: list[dict[str, str]]
+
     def do_GET(self) -> None:
-        payload = json.dumps({"object": "customer", "id": "cus_1", "livemode": False}).encode()
+        self.seen.append({**dict(self.headers), "path": self.path})
+        payload = json.dumps(self.answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -79,17 +86,26 @@ class _NotAList(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_answer_that_is_not_a_list_names_the_api_base() -> None:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NotAList)
+@contextlib.contextmanager
+def _answering(answer: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+    handler = type("Handler", (_Answering,), {"answer": answer, "seen": seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        with pytest.raises(StripeRequestError, match="STRIPE_API_BASE"):
-            next(_gateway(url).customer_pages())
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_an_answer_that_is_not_a_list_names_the_api_base() -> None:
+    with (
+        _answering({"object": "customer", "id": "cus_1", "livemode": False}) as (url, _),
+        pytest.raises(StripeRequestError, match="STRIPE_API_BASE"),
+    ):
+        next(_gateway(url).customer_pages())
 
 
 @pytest.mark.parametrize(
@@ -131,33 +147,10 @@ def test_errors_read_without_the_requestor_are_the_sdks_own(
     assert getattr(mine, "param", None) == getattr(sdk.value, "param", None)
 
 
-class _Recording(BaseHTTPRequestHandler):
-    seen: list[dict[str, str]]
-
-    def do_GET(self) -> None:
-        self.seen.append({**dict(self.headers), "path": self.path})
-        payload = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def test_pages_are_asked_for_with_the_key_and_the_api_version_the_sdk_pins() -> None:
-    seen: list[dict[str, str]] = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Recording,), {"seen": seen}))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        gateway = _gateway(f"http://127.0.0.1:{httpd.server_address[1]}")
+    with _answering({"object": "list", "data": [], "has_more": False}) as (url, seen):
+        gateway = _gateway(url)
         pages = list(gateway.customer_pages(created_lt=20, created_gte=10, expand=["x.y"]))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert [p.records for p in pages] == [[]]
     (request,) = seen
     assert request["Authorization"] == f"Bearer {KEY}"
