@@ -50,7 +50,7 @@ from reconcile.logs import get_logger
 from reconcile.pager import WindowPage, iter_window_pages
 from reconcile.progress import Advance
 from reconcile.snapshots import customers_frame_from_pages
-from reports.parts import page_body, read_part_bodies, read_parts, write_part
+from reports.parts import fsync_dir, page_body, read_part_bodies, read_parts, write_part
 
 __all__ = [
     "DAY",
@@ -244,9 +244,10 @@ class _CheckpointWriter:
     ahead of the data; a kill loses at most the last batch, whose pages are fetched again.
     """
 
-    def __init__(self, store: CheckpointStore, listing_id: str) -> None:
+    def __init__(self, store: CheckpointStore, listing_id: str, work_dir: Path) -> None:
         self._store = store
         self._listing_id = listing_id
+        self._work_dir = work_dir
         self._cond = threading.Condition()
         self._pending: list[PageStored | WindowCut] = []
         self._queued = 0
@@ -283,6 +284,11 @@ class _CheckpointWriter:
                     return
                 batch, self._pending = self._pending, []
             try:
+                if any(isinstance(change, PageStored) for change in batch):
+                    # The pages' renames are made durable once for the batch, before
+                    # the bookmarks that rely on them (no folder yet: no page stored).
+                    with contextlib.suppress(FileNotFoundError):
+                        fsync_dir(self._work_dir)
                 self._store.apply(self._listing_id, batch)
             except BaseException as exc:  # handed to the workers and to close()
                 with self._cond:
@@ -312,7 +318,7 @@ class _Pager:
     ) -> None:
         self.gateway = gateway
         self.store = store
-        self.writer = _CheckpointWriter(store, listing_id)
+        self.writer = _CheckpointWriter(store, listing_id, work_dir)
         self.listing_id = listing_id
         self.work_dir = work_dir
         self.queue = queue
@@ -337,7 +343,12 @@ class _Pager:
         if records:
             body = page.body if page.body is not None else page_body(records)
             write_part(
-                self.work_dir, checkpoint.window, checkpoint.pages, body, file_mode=self.file_mode
+                self.work_dir,
+                checkpoint.window,
+                checkpoint.pages,
+                body,
+                file_mode=self.file_mode,
+                sync_dir=False,
             )
         moved = WindowCheckpoint(
             window=checkpoint.window,

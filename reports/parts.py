@@ -27,6 +27,7 @@ from reports.atomic import dir_mode_for, fsync_dir
 
 __all__ = [
     "WORK_PREFIX",
+    "fsync_dir",
     "page_body",
     "read_part_bodies",
     "read_parts",
@@ -62,9 +63,11 @@ def write_part(
     body: bytes,
     *,
     file_mode: int = 0o600,
+    sync_dir: bool = True,
 ) -> Path:
     """Store one page's JSON; an older part of the same name (a page fetched again) is
-    replaced."""
+    replaced. With `sync_dir` false the caller makes the rename durable (`fsync_dir`)
+    before it relies on the part, e.g. once for a batch of pages."""
     final = work_dir / _part_name(window, page)
     temp = work_dir / f".{final.name}.tmp-{os.getpid()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -80,7 +83,8 @@ def write_part(
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
-        fsync_dir(work_dir)
+        if sync_dir:
+            fsync_dir(work_dir)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

@@ -283,3 +283,14 @@ def test_objects_older_than_the_listing_are_frozen_while_it_runs(
     assert seen
     assert min(seen) > before
     assert gc.get_freeze_count() == before
+
+
+def test_an_account_without_customers_lists_nothing_and_stores_no_page(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox_server.store.reset()
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 3))
+
+    assert list_windows(_gateway(sandbox_server.url), store, "run1", work_dir, workers=4) == []
+    assert all(w.done and w.pages == 0 for w in store.windows("run1"))
+    assert not work_dir.exists()
