@@ -77,6 +77,42 @@ def _default_of(record: Mapping[str, Any]) -> tuple[str | None, Any]:
     return (str(pm) if pm else None), None
 
 
+_CARD_FIELDS = ("brand", "last4", "exp_month", "exp_year", "fingerprint")
+_CUSTOMER_FIELDS = ("id", "object", "created", "email", "name", "metadata", "livemode")
+
+
+def _trimmed_payment_object(obj: Any) -> Any:
+    """What the card rules read of an expanded payment method or legacy source."""
+    if not isinstance(obj, Mapping):
+        return obj
+    kept = {key: obj.get(key) for key in ("id", "object", "type")}
+    if obj.get("object") == "payment_method":
+        card = obj.get("card")
+        kept["card"] = (
+            {key: card.get(key) for key in _CARD_FIELDS} if isinstance(card, Mapping) else card
+        )
+    else:
+        kept.update({key: obj.get(key) for key in _CARD_FIELDS})
+    return kept
+
+
+def trimmed_customer(record: dict[str, Any]) -> dict[str, Any]:
+    """A listed customer with only what this job reads: its expanded payment method
+    alone is some thirty objects, a million of them gigabytes held for the whole run."""
+    kept = {key: record[key] for key in _CUSTOMER_FIELDS if key in record}
+    settings = record.get("invoice_settings")
+    if isinstance(settings, Mapping):
+        kept["invoice_settings"] = {
+            "default_payment_method": _trimmed_payment_object(
+                settings.get("default_payment_method")
+            )
+        }
+    for key in ("default_payment_method", "default_source"):
+        if key in record:
+            kept[key] = _trimmed_payment_object(record[key])
+    return kept
+
+
 def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The default card of each customer, from the listing's expanded objects."""
     rows = []
@@ -171,6 +207,7 @@ def run(ctx: JobContext) -> JobResult:
             JOB_NAME,
             expand=DEFAULT_CARD_EXPANDS,
             on_page=scan.submit_page if scan is not None else None,
+            keep=trimmed_customer,
         )
         if records:
             ctx.gateway.confirm_mode(records[0])

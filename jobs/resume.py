@@ -12,7 +12,7 @@ personal data). The work folder and checkpoints go once the report is in place
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -175,11 +175,14 @@ def list_customers(
     on_page: OnPage | None = None,
     bound_offset: int = 0,
     extend_on_resume: bool = False,
+    keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], ListingRecord]:
     """Every customer created before the listing's bound, resuming where the options say.
 
     Newest first, ties by id. `on_page` sees each page fetched by this run as it arrives
     (not the pages a resumed run reads back), so per-customer calls can start early.
+    `keep(record)` trims each customer as its page is read back (only what the job
+    needs is held for the whole listing).
     """
     finished, listing = _page(
         ctx,
@@ -190,7 +193,8 @@ def list_customers(
         extend_on_resume=extend_on_resume,
     )
     work_dir = Path(listing.work_dir)
-    return merge_records(read_parts(work_dir, [(c.window, c.pages) for c in finished])), listing
+    pages = [(c.window, c.pages) for c in finished]
+    return merge_records(read_parts(work_dir, pages, keep)), listing
 
 
 def list_customers_frame(

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,18 @@ def read_part_bodies(work_dir: Path, pages: Iterable[tuple[int, int]]) -> Iterat
             yield _read_body(work_dir, window, page)
 
 
-def read_parts(work_dir: Path, pages: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
+def read_parts(
+    work_dir: Path,
+    pages: Iterable[tuple[int, int]],
+    keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The customers of the first `n` pages of each `(window, n)`, as dicts, in window
-    then page order."""
+    then page order; `keep(record)`, if given, is applied page by page, so only what it
+    returns is held for the whole listing."""
     records: list[dict[str, Any]] = []
     for body in read_part_bodies(work_dir, pages):
-        records.extend(json.loads(body)["data"])
+        data = json.loads(body)["data"]
+        records.extend(data if keep is None else map(keep, data))
     return records
 
 
