@@ -224,40 +224,6 @@ class CheckpointStore:
             ).all()
         return [_window(row) for row in rows]
 
-    def save_page(
-        self,
-        listing_id: str,
-        window: int,
-        *,
-        last_id: str | None,
-        pages: int,
-        rows: int,
-        done: bool,
-    ) -> None:
-        """Move a window's bookmark on; call only after its part is safely stored."""
-        self.apply(listing_id, [PageStored(window, last_id, pages, rows, done)])
-
-    def split_window(
-        self, listing_id: str, window: int, *, at: int, new_window: int
-    ) -> WindowCheckpoint:
-        """Cut `[gte, lt)` at `at`: the window keeps `[at, lt)` and its cursor, and a new,
-        empty window `new_window` gets `[gte, at)`; one transaction, so both or neither."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                checkpoints_table.select().where(
-                    checkpoints_table.c.listing_id == listing_id,
-                    checkpoints_table.c.window == window,
-                )
-            ).one()
-        old = _window(row)
-        if not (old.created_gte or 0) < at < old.created_lt:
-            raise ValueError(
-                f"cannot split window {window} [{old.created_gte}, {old.created_lt}) at {at}"
-            )
-        piece = WindowCheckpoint(new_window, old.created_gte, at, None, 0, 0, False)
-        self.apply(listing_id, [WindowCut(window, at, piece)])
-        return piece
-
     def apply(self, listing_id: str, changes: Sequence[PageStored | WindowCut]) -> None:
         """Apply changes in their order, in one transaction: the listing's checkpoints
         after any prefix of a run's changes are a state it went through, so committing

@@ -165,12 +165,13 @@ class StripeGateway:
                 )
             except stripe.StripeError as exc:
                 raise self._translate(exc, "GET /v1/customers", None) from exc
-            text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+            raw = body if isinstance(body, bytes) else body.encode("utf-8")
             try:
-                page = json.loads(text)
+                page = json.loads(raw)
             except ValueError:
                 page = None
             if status >= 400:
+                text = raw.decode("utf-8", errors="replace")
                 error = sdk_error_for(text, status, page, headers)
                 raise self._translate(error, "GET /v1/customers", None) from error
             records = page.get("data") if isinstance(page, dict) else None
@@ -186,7 +187,6 @@ class StripeGateway:
             for record in records:
                 self.confirm_mode(record)
             has_more = bool(page.get("has_more")) and bool(records)
-            raw = body if isinstance(body, bytes) else body.encode("utf-8")
             yield CustomerPage(records, raw, has_more)
             if not has_more:
                 return

@@ -50,7 +50,8 @@ from reconcile.logs import get_logger
 from reconcile.pager import WindowPage, iter_window_pages
 from reconcile.progress import Advance
 from reconcile.snapshots import customers_frame_from_pages
-from reports.parts import fsync_dir, page_body, read_part_bodies, read_parts, write_part
+from reports.atomic import fsync_dir
+from reports.parts import page_body, read_part_bodies, read_parts, write_part
 
 __all__ = [
     "DAY",

@@ -27,7 +27,6 @@ from reports.atomic import dir_mode_for, fsync_dir
 
 __all__ = [
     "WORK_PREFIX",
-    "fsync_dir",
     "page_body",
     "read_part_bodies",
     "read_parts",
