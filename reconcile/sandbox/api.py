@@ -24,6 +24,9 @@ from reconcile.sandbox.objects import (
 from reconcile.sandbox.params import Spec, require, validate
 from reconcile.sandbox.query import QueryError, parse_query, run_query
 from reconcile.sandbox.store import (
+    PAYMENT_METHOD_TYPES,
+    SUBSCRIPTION_STATUSES,
+    TERMINAL_SUBSCRIPTION_STATUSES,
     CustomerRecord,
     ModeStore,
     PaymentMethodRecord,
@@ -32,9 +35,12 @@ from reconcile.sandbox.store import (
 )
 from reconcile.sandbox.validation import (
     card_brand,
+    check_account_number,
     check_card,
     check_email,
+    check_iban,
     check_metadata,
+    check_routing_number,
     merge_metadata,
 )
 
@@ -78,9 +84,22 @@ _CUSTOMER_FIELDS: Spec = {
     "description": "str",
     "metadata": "map",
     "invoice_settings": {"default_payment_method": "str"},
+    "balance": "int",
     "expand": "list",
 }
 _CUSTOMER_EXPANDS = {"invoice_settings.default_payment_method", "default_source"}
+_ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+# Stripe's payment method types: a filter on one the sandbox does not store lists nothing.
+_STRIPE_METHOD_TYPES = frozenset(
+    {
+        "acss_debit", "affirm", "afterpay_clearpay", "alipay", "amazon_pay", "au_becs_debit",
+        "bacs_debit", "bancontact", "blik", "boleto", "card", "card_present", "cashapp",
+        "customer_balance", "eps", "fpx", "giropay", "grabpay", "ideal", "klarna", "konbini",
+        "link", "mobilepay", "multibanco", "oxxo", "p24", "paynow", "paypal", "pix",
+        "promptpay", "revolut_pay", "sepa_debit", "sofort", "swish", "twint",
+        "us_bank_account", "wechat_pay", "zip",
+    }
+)  # fmt: skip
 _TEST_CARDS = {
     "pm_card_visa": "4242424242424242",
     "pm_card_mastercard": "5555555555554444",
@@ -200,11 +219,14 @@ def _check_customer_fields(params: Mapping[str, Any], current: Mapping[str, str]
 
 def _plain_changes(params: Mapping[str, Any]) -> dict[str, Any]:
     # An empty string unsets a field, as in Stripe.
-    return {
+    changes = {
         name: (params[name] or None)
         for name in ("email", "name", "phone", "description")
         if name in params
     }
+    if "balance" in params:
+        changes["balance"] = params["balance"]
+    return changes
 
 
 def _requested_default(params: Mapping[str, Any]) -> str | None:
@@ -372,6 +394,11 @@ def _page_of_methods(
     for cursor, param in ((after, "starting_after"), (before, "ending_before")):
         if cursor and cursor not in ids:
             _payment_method(call, cursor, param=param)  # 404 when it does not exist at all
+            raise invalid_request(
+                f"Invalid {param}: {cursor} is not in this list (another customer's or "
+                "another type's payment method).",
+                param=param,
+            )
     if after:
         start = ids.index(after) + 1
     if before:
@@ -386,19 +413,23 @@ def _page_of_methods(
     return 200, _list_body(url, data, has_more)
 
 
-def _check_type(params: Mapping[str, Any]) -> None:
+def _listed_type(params: Mapping[str, Any]) -> str | None:
+    """The `type` filter: None (every type, Stripe's default) or one of Stripe's types; a
+    type the sandbox never stores lists nothing, as an account without such methods would."""
     kind = params.get("type")
-    if kind is not None and kind != "card":
+    if kind is not None and kind not in _STRIPE_METHOD_TYPES:
         raise invalid_request(
-            f"Invalid type: the sandbox only has card payment methods, got {kind!r}", param="type"
+            f"Invalid type: must be one of {', '.join(sorted(_STRIPE_METHOD_TYPES))}",
+            param="type",
         )
+    return None if kind is None else str(kind)
 
 
 def list_customer_methods(call: Call) -> Result:
     params = validate(call.params, {**_LIST_PAGING, "type": "str", "allow_redisplay": "str"})
-    _check_type(params)
+    kind = _listed_type(params)
     record = _customer(call, call.args[0])
-    methods = call.data.payment_methods_of(record.id)
+    methods = call.data.payment_methods_of(record.id, kind)
     return _page_of_methods(call, methods, params, f"/v1/customers/{record.id}/payment_methods")
 
 
@@ -413,15 +444,114 @@ def retrieve_customer_method(call: Call) -> Result:
 
 
 def list_methods(call: Call) -> Result:
-    params = validate(call.params, {**_LIST_PAGING, "type": "str", "customer": "str"})
-    _check_type(params)
+    params = validate(
+        call.params,
+        {**_LIST_PAGING, "type": "str", "customer": "str", "allow_redisplay": "str"},
+    )
+    kind = _listed_type(params)
     customer_id = params.get("customer")
     if not customer_id:
         # Stripe lists only a customer's methods; without one the sandbox has nothing to show.
         return 200, _list_body("/v1/payment_methods", [], False)
     record = _customer(call, customer_id, param="customer")
     return _page_of_methods(
-        call, call.data.payment_methods_of(record.id), params, "/v1/payment_methods"
+        call, call.data.payment_methods_of(record.id, kind), params, "/v1/payment_methods"
+    )
+
+
+def _billing_details(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    given = params.get("billing_details")
+    if not isinstance(given, dict):
+        return None
+    given_address = given.get("address")
+    address: dict[str, Any] = given_address if isinstance(given_address, dict) else {}
+    return {
+        "address": {name: address.get(name) for name in _ADDRESS_FIELDS},
+        "email": given.get("email"),
+        "name": given.get("name"),
+        "phone": given.get("phone"),
+        "tax_id": None,
+    }
+
+
+def _require_billing(params: Mapping[str, Any], kind: str, names: tuple[str, ...]) -> None:
+    # Stripe needs the account holder's name (and for SEPA an email) for a bank debit.
+    given = params.get("billing_details")
+    for name in names:
+        if not isinstance(given, dict) or not given.get(name):
+            raise ApiError(
+                400,
+                f"Missing required param: billing_details[{name}] (needed for {kind}).",
+                code="parameter_missing",
+                param=f"billing_details[{name}]",
+            )
+
+
+def _bank_fingerprint(*parts: str) -> str:
+    return fingerprint_of("bank:" + ":".join(parts))
+
+
+def _new_sepa_debit(call: Call, params: Mapping[str, Any]) -> PaymentMethodRecord:
+    sepa = require(params, "sepa_debit")
+    iban = check_iban(str(require(sepa, "iban")))
+    _require_billing(params, "sepa_debit", ("name", "email"))
+    country = iban[:2]
+    details = {
+        # The national bank code sits right after the check digits; its length varies by
+        # country: eight characters covers Germany, the usual test IBAN.
+        "bank_code": iban[4:12] if country == "DE" else iban[4:9],
+        "branch_code": "",
+        "country": country,
+        "fingerprint": _bank_fingerprint(iban),
+        "generated_from": {"charge": None, "setup_attempt": None},
+        "last4": iban[-4:],
+    }
+    return call.data.add_payment_method(
+        {
+            "type": "sepa_debit",
+            "sepa_debit": details,
+            "metadata": params.get("metadata") or {},
+            "billing_details": _billing_details(params),
+        }
+    )
+
+
+def _new_us_bank_account(call: Call, params: Mapping[str, Any]) -> PaymentMethodRecord:
+    bank = require(params, "us_bank_account")
+    account_number = str(require(bank, "account_number"))
+    routing_number = str(require(bank, "routing_number"))
+    check_account_number(account_number)
+    check_routing_number(routing_number)
+    holder = bank.get("account_holder_type", "individual")
+    account_type = bank.get("account_type", "checking")
+    for name, value, allowed in (
+        ("account_holder_type", holder, ("individual", "company")),
+        ("account_type", account_type, ("checking", "savings")),
+    ):
+        if value not in allowed:
+            raise invalid_request(
+                f"Invalid us_bank_account[{name}]: must be one of {', '.join(allowed)}",
+                param=f"us_bank_account[{name}]",
+            )
+    _require_billing(params, "us_bank_account", ("name",))
+    details = {
+        "account_holder_type": holder,
+        "account_type": account_type,
+        "bank_name": "STRIPE TEST BANK",
+        "financial_connections_account": None,
+        "fingerprint": _bank_fingerprint(routing_number, account_number),
+        "last4": account_number[-4:],
+        "networks": {"preferred": "ach", "supported": ["ach"]},
+        "routing_number": routing_number,
+        "status_details": {},
+    }
+    return call.data.add_payment_method(
+        {
+            "type": "us_bank_account",
+            "us_bank_account": details,
+            "metadata": params.get("metadata") or {},
+            "billing_details": _billing_details(params),
+        }
     )
 
 
@@ -429,16 +559,44 @@ def create_method(call: Call) -> Result:
     spec = {
         "type": "str",
         "card": {"number": "str", "exp_month": "int", "exp_year": "int", "cvc": "str"},
+        "sepa_debit": {"iban": "str"},
+        "us_bank_account": {
+            "account_number": "str",
+            "routing_number": "str",
+            "account_holder_type": "str",
+            "account_type": "str",
+        },
+        "billing_details": {
+            "name": "str",
+            "email": "str",
+            "phone": "str",
+            "address": {name: "str" for name in _ADDRESS_FIELDS},
+        },
         "metadata": "map",
         "expand": "list",
     }
     params = validate(call.params, spec)
     expand = _expands(params, {"customer"})
-    if require(params, "type") != "card":
+    kind = require(params, "type")
+    if kind not in PAYMENT_METHOD_TYPES:
         raise invalid_request(
-            f"Invalid type: the sandbox creates card payment methods only, got {params['type']!r}",
+            f"Invalid type: the sandbox creates {', '.join(PAYMENT_METHOD_TYPES)} payment "
+            f"methods, got {kind!r}",
             param="type",
         )
+    for other in PAYMENT_METHOD_TYPES:
+        if other != kind and other in params:
+            raise invalid_request(
+                f"Received {other} parameters for a payment method of type {kind}.",
+                param=other,
+            )
+    metadata = params.get("metadata", {})
+    check_metadata(metadata, {})
+    params = {**params, "metadata": merge_metadata({}, metadata)}
+    if kind == "sepa_debit":
+        return 200, _render_method(call, _new_sepa_debit(call, params), "customer" in expand)
+    if kind == "us_bank_account":
+        return 200, _render_method(call, _new_us_bank_account(call, params), "customer" in expand)
     card = require(params, "card")
     number = require(card, "number") if isinstance(card, dict) else ""
     for name in ("exp_month", "exp_year"):
@@ -449,16 +607,17 @@ def create_method(call: Call) -> Result:
                 code="parameter_missing",
                 param=f"card[{name}]",
             )
-    metadata = params.get("metadata", {})
-    check_metadata(metadata, {})
     record = _new_card(
         call,
         str(number),
         card["exp_month"],
         card["exp_year"],
         card.get("cvc"),
-        merge_metadata({}, metadata),
+        params["metadata"],
     )
+    billing = _billing_details(params)
+    if billing is not None:
+        record.extra = {"billing_details": billing}
     return 200, _render_method(call, record, "customer" in expand)
 
 
@@ -492,8 +651,15 @@ def detach_method(call: Call) -> Result:
     return 200, _render_method(call, method, False)
 
 
-# --- subscriptions (minimal: create, list by customer) -------------------------------------
-_SUBSCRIPTION_STATUSES = {"active", "canceled", "all"}
+# --- subscriptions: create, retrieve, cancel, list --------------------------------------
+# `ended` lists the subscriptions that will never bill again; `all` every status.
+_SUBSCRIPTION_FILTERS = SUBSCRIPTION_STATUSES | {"all", "ended"}
+_PAYMENT_BEHAVIORS = {
+    "allow_incomplete",
+    "default_incomplete",
+    "error_if_incomplete",
+    "pending_if_incomplete",
+}
 
 
 def _subscription_json(record: SubscriptionRecord, livemode: bool) -> dict[str, Any]:
@@ -507,16 +673,47 @@ def _subscription_json(record: SubscriptionRecord, livemode: bool) -> dict[str, 
         }
         for index, (price, quantity) in enumerate(record.prices)
     ]
+    ended = record.status in TERMINAL_SUBSCRIPTION_STATUSES
     return {
         "id": record.id,
         "object": "subscription",
+        "cancel_at_period_end": False,
+        "canceled_at": record.canceled_at,
         "created": record.created,
         "customer": record.customer,
+        "ended_at": (record.canceled_at or record.created) if ended else None,
         "items": {"object": "list", "data": items, "has_more": False},
         "livemode": livemode,
         "metadata": dict(record.metadata),
         "status": record.status,
+        "trial_end": record.trial_end,
+        "trial_start": record.created if record.trial_end is not None else None,
     }
+
+
+def _trial_end(call: Call, params: Mapping[str, Any]) -> int | None:
+    """The trial's end from `trial_period_days` or `trial_end` (a time, or `now`)."""
+    if "trial_period_days" in params and "trial_end" in params:
+        raise invalid_request(
+            "You may only specify one of these parameters: trial_end, trial_period_days.",
+            param="trial_end",
+        )
+    if "trial_period_days" in params:
+        days = int(params["trial_period_days"])
+        if not 1 <= days <= 730:
+            raise invalid_request(
+                "Invalid trial_period_days: must be between 1 and 730", param="trial_period_days"
+            )
+        return call.data.now() + days * 86_400
+    raw = params.get("trial_end")
+    if raw is None or raw == "now":
+        return None
+    if not str(raw).isdigit() or int(raw) <= call.data.now():
+        raise invalid_request(
+            "Invalid timestamp: must be an integer Unix timestamp in the future, or 'now'.",
+            param="trial_end",
+        )
+    return int(raw)
 
 
 def create_subscription(call: Call) -> Result:
@@ -524,7 +721,13 @@ def create_subscription(call: Call) -> Result:
     raw_items = call.params.get("items")
     params = validate(
         {k: v for k, v in call.params.items() if k != "items"},
-        {"customer": "str", "metadata": "map"},
+        {
+            "customer": "str",
+            "metadata": "map",
+            "trial_period_days": "int",
+            "trial_end": "str",
+            "payment_behavior": "str",
+        },
     )
     customer = _customer(call, str(require(params, "customer")), param="customer")
     if not isinstance(raw_items, dict) or not all(k.isdigit() for k in raw_items):
@@ -545,9 +748,52 @@ def create_subscription(call: Call) -> Result:
         prices.append((price, int(quantity)))
     if not prices:
         raise invalid_request("Missing required param: items.", param="items")
+    behavior = params.get("payment_behavior", "allow_incomplete")
+    if behavior not in _PAYMENT_BEHAVIORS:
+        raise invalid_request(
+            f"Invalid payment_behavior: must be one of {', '.join(sorted(_PAYMENT_BEHAVIORS))}",
+            param="payment_behavior",
+        )
+    trial_end = _trial_end(call, params)
     metadata = params.get("metadata", {})
     check_metadata(metadata, {})
-    record = call.data.add_subscription(customer.id, prices, merge_metadata({}, metadata))
+    # A trial starts without a payment; `default_incomplete` waits for the first one.
+    if trial_end is not None:
+        status = "trialing"
+    elif behavior == "default_incomplete":
+        status = "incomplete"
+    else:
+        status = "active"
+    record = call.data.add_subscription(
+        customer.id, prices, merge_metadata({}, metadata), status=status, trial_end=trial_end
+    )
+    return 200, _subscription_json(record, call.livemode)
+
+
+def _subscription(call: Call, subscription_id: str) -> SubscriptionRecord:
+    record = call.data.subscriptions.get(subscription_id)
+    if record is None:
+        other = call.sandbox.other_mode_holding(call.mode, subscription_id)
+        raise no_such("subscription", subscription_id, other_mode=other)
+    return record
+
+
+def retrieve_subscription(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    _expands(params, set())
+    return 200, _subscription_json(_subscription(call, call.args[0]), call.livemode)
+
+
+def cancel_subscription(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list", "invoice_now": "bool", "prorate": "bool"})
+    _expands(params, set())
+    record = _subscription(call, call.args[0])
+    if record.status in TERMINAL_SUBSCRIPTION_STATUSES:
+        raise invalid_request(
+            f"A canceled subscription can only update its cancellation_details and metadata. "
+            f"This subscription is {record.status}.",
+        )
+    call.data.set_subscription_status(record, "canceled")
     return 200, _subscription_json(record, call.livemode)
 
 
@@ -555,10 +801,10 @@ def list_subscriptions(call: Call) -> Result:
     params = validate(call.params, {**_LIST_PAGING, "customer": "str", "status": "str"})
     _expands(params, set())
     limit = _limit(params)
-    status = params.get("status", "active")
-    if status not in _SUBSCRIPTION_STATUSES:
+    status = params.get("status")
+    if status is not None and status not in _SUBSCRIPTION_FILTERS:
         raise invalid_request(
-            f"Invalid status: the sandbox knows {sorted(_SUBSCRIPTION_STATUSES)}, got {status!r}",
+            f"Invalid status: must be one of {', '.join(sorted(_SUBSCRIPTION_FILTERS))}",
             param="status",
         )
     customer_id = params.get("customer")
@@ -566,7 +812,12 @@ def list_subscriptions(call: Call) -> Result:
         records = call.data.subscriptions_of(customer_id)
     else:
         records = sorted(call.data.subscriptions.values(), key=lambda r: r.created, reverse=True)
-    if status != "all":
+    # Stripe's default leaves out canceled subscriptions only.
+    if status is None:
+        records = [r for r in records if r.status != "canceled"]
+    elif status == "ended":
+        records = [r for r in records if r.status in TERMINAL_SUBSCRIPTION_STATUSES]
+    elif status != "all":
         records = [r for r in records if r.status == status]
     after, _ = _cursors(params)
     ids = [r.id for r in records]
@@ -600,6 +851,8 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/v1/payment_methods/{id}/detach", detach_method),
     _route("GET", "/v1/subscriptions", list_subscriptions),
     _route("POST", "/v1/subscriptions", create_subscription),
+    _route("GET", "/v1/subscriptions/{id}", retrieve_subscription),
+    _route("DELETE", "/v1/subscriptions/{id}", cancel_subscription),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "STRIPE_RATE_LIMIT_REASONS",
     "ApiError",
     "card_error",
     "invalid_request",
@@ -75,13 +76,30 @@ def card_error(message: str, *, code: str, param: str) -> ApiError:
     return ApiError(402, message, type_="card_error", code=code, param=param)
 
 
+# The limiters Stripe names in `Stripe-Rate-Limited-Reason` (its rate-limits page).
+STRIPE_RATE_LIMIT_REASONS = (
+    "global-rate",
+    "endpoint-rate",
+    "global-concurrency",
+    "endpoint-concurrency",
+    "resource-specific",
+)
+
+
 def rate_limited(reason: str) -> ApiError:
-    # Stripe sends no Stripe-Should-Retry on real rate limits (only on lock timeouts),
-    # so the SDK does not retry them; the reason header is the sandbox's own.
+    """A 429 as Stripe sends it: no Stripe-Should-Retry (Stripe sends that only on lock
+    timeouts, so the SDK does not retry), and the limiter named in
+    `Stripe-Rate-Limited-Reason`. Search has a limit of its own, which Stripe reports as an
+    endpoint's; the sandbox's own header keeps the finer name (`search-rate`). An empty
+    reason sends no Stripe header: a 429 that is not a rate limit."""
+    headers = {"Sandbox-Rate-Limited-Reason": reason or "none"}
+    stripe_reason = "endpoint-rate" if reason == "search-rate" else reason
+    if stripe_reason:
+        headers["Stripe-Rate-Limited-Reason"] = stripe_reason
     return ApiError(
         429,
         "Request rate limit exceeded. Learn more about rate limits here "
         "https://stripe.com/docs/rate-limits.",
         code="rate_limit",
-        headers={"Sandbox-Rate-Limited-Reason": reason},
+        headers=headers,
     )

@@ -32,7 +32,7 @@ def customer_json(
         "id": record.id,
         "object": "customer",
         "address": None,
-        "balance": 0,
+        "balance": record.balance,
         "created": record.created,
         "currency": None,
         "default_source": None,
@@ -67,6 +67,18 @@ def payment_method_json(
     record: PaymentMethodRecord, livemode: bool, customer: dict[str, Any] | str | None = None
 ) -> dict[str, Any]:
     """`customer` is the id, or the expanded customer when asked for."""
+    body = _card_method_json(record, livemode, customer)
+    if record.type != "card":
+        # A bank method carries its own type's object instead of `card`.
+        del body["card"]
+    if record.extra:
+        body.update(record.extra)
+    return body
+
+
+def _card_method_json(
+    record: PaymentMethodRecord, livemode: bool, customer: dict[str, Any] | str | None
+) -> dict[str, Any]:
     return {
         "id": record.id,
         "object": "payment_method",
@@ -109,5 +121,5 @@ def payment_method_json(
         "customer": customer if customer is not None else record.customer,
         "livemode": livemode,
         "metadata": dict(record.metadata),
-        "type": "card",
+        "type": record.type,
     }

@@ -22,6 +22,11 @@ class RequestRecord:
     status: int  # 0 when the connection was dropped on purpose
     idempotency_key: str | None
     request_id: str
+    # The endpoint ran and succeeded: for a POST or DELETE, the write took effect (even when
+    # an after-apply fault then failed or dropped the answer).
+    applied: bool = False
+    # The answer was a stored result replayed for the idempotency key: nothing executed.
+    replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

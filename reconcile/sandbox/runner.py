@@ -8,19 +8,22 @@ import contextlib
 import gc
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
+from reconcile.sandbox.clock import SandboxClock
 from reconcile.sandbox.faults import FaultInjector
 from reconcile.sandbox.ratelimit import RateLimits
 from reconcile.sandbox.requestlog import RequestLog
 from reconcile.sandbox.server import SandboxState, build_app, load_account
 from reconcile.sandbox.store import SandboxStore
 
-__all__ = ["RateLimits", "SandboxConfig", "SandboxServer", "serve_forever"]
+__all__ = ["RateLimits", "SandboxClock", "SandboxConfig", "SandboxServer", "serve_forever"]
 
 _START_TIMEOUT_SECONDS = 30.0
 
@@ -37,19 +40,29 @@ class SandboxConfig:
     error_rate: float = 0.0  # probability of an injected 500
     rate_limit_rate: float = 0.0  # probability of an injected 429
     drop_rate: float = 0.0  # probability of a dropped connection
+    # The share of those random 500s and drops that strike after the request executed.
+    after_apply_share: float = 0.0
     fault_seed: int | None = None
     max_log_entries: int = 1_000_000
     # With seed_customers: where to write the matching users database (a SQLAlchemy URL or
     # a SQLite path) and the ground truth (the planted anomalies, as JSON).
     users_db: str | None = None
     ground_truth_path: Path | None = None
+    # The base time source of the sandbox's clock (default: the wall clock); the clock adds
+    # an offset to it that `SandboxServer.clock.advance()` and `/_sandbox/clock` move.
+    clock: Callable[[], float] | None = None
 
 
 def _state_for(config: SandboxConfig) -> SandboxState:
     state = SandboxState(
+        store=SandboxStore(SandboxClock(config.clock or time.time)),
         request_log=RequestLog(config.max_log_entries),
         faults=FaultInjector(
-            config.error_rate, config.rate_limit_rate, config.drop_rate, seed=config.fault_seed
+            config.error_rate,
+            config.rate_limit_rate,
+            config.drop_rate,
+            seed=config.fault_seed,
+            after_apply_share=config.after_apply_share,
         ),
         limits=config.limits,
         latency_ms=config.latency_ms,
@@ -106,6 +119,12 @@ class SandboxServer:
     @property
     def faults(self) -> FaultInjector:
         return self._state.faults
+
+    @property
+    def clock(self) -> SandboxClock:
+        """The sandbox's time (idempotency keys expire after 24 hours of it; new objects
+        are `created` by it): `clock.advance(86_400)` moves it a day forward."""
+        return self._state.store.clock
 
     @property
     def state(self) -> SandboxState:

@@ -20,12 +20,12 @@ from aiohttp import web
 from reconcile.errors import ConfigError
 from reconcile.mode import mode_of_key
 from reconcile.sandbox import api
-from reconcile.sandbox.apierrors import ApiError, rate_limited
-from reconcile.sandbox.faults import FaultInjector
+from reconcile.sandbox.apierrors import STRIPE_RATE_LIMIT_REASONS, ApiError, rate_limited
+from reconcile.sandbox.faults import Fault, FaultInjector
 from reconcile.sandbox.params import parse_form
 from reconcile.sandbox.ratelimit import RateLimits, SlidingWindowLimiter
 from reconcile.sandbox.requestlog import RequestLog, RequestRecord
-from reconcile.sandbox.store import IdempotentResult, SandboxStore
+from reconcile.sandbox.store import IdempotentResult, ModeStore, SandboxStore
 
 __all__ = ["ADMIN_PREFIX", "SandboxState", "build_app", "load_account", "seed_store"]
 
@@ -151,11 +151,13 @@ class _Api:
             "status": 0,
             "idempotency_key": idempotency_key,
             "request_id": request_id,
+            "applied": False,
+            "replayed": False,
         }
         self.state.in_flight += 1
         self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
         try:
-            response = await self._answer(request, request_id, record)
+            response = await self._answer(request, record)
         except ApiError as error:
             headers = dict(error.headers)
             if idempotency_key and request.method == "POST":
@@ -179,9 +181,7 @@ class _Api:
                 "permission would allow this request to continue.",
             )
 
-    async def _answer(
-        self, request: web.Request, request_id: str, record: dict[str, Any]
-    ) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, record: dict[str, Any]) -> web.StreamResponse:
         state = self.state
         pairs = list(request.query.items())
         if request.method == "POST" and request.body_exists:
@@ -208,23 +208,19 @@ class _Api:
             if reason is not None:
                 raise rate_limited(reason)
         fault = state.faults.decide(request.method, request.path, route.template)
-        if fault is not None:
+        if fault is not None and not fault.after_apply:
+            # Refused before executing (a load balancer's error): nothing stored for a key.
             if fault.drops:
-                if request.transport is not None:
-                    request.transport.close()
-                return _Dropped()
+                return _drop(request)
             if fault.status == 429:
-                raise rate_limited("injected")
-            raise ApiError(
-                fault.status,
-                "An unknown error occurred (injected by the sandbox).",
-                type_="api_error",
-            )
+                raise rate_limited(state.faults.rate_limit_reason)
+            raise _injected_error(fault.status)
         delay = state.delay_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
+        # Stripe applies idempotency keys to POST only: GET and DELETE ignore them.
         key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-        return self._execute(route, args, mode, params, key, request, request_id)
+        return self._execute(route, args, mode, params, key, request, record, fault)
 
     def _execute(
         self,
@@ -234,9 +230,13 @@ class _Api:
         params: dict[str, Any],
         key: str | None,
         request: web.Request,
-        request_id: str,
+        record: dict[str, Any],
+        fault: Fault | None,
     ) -> web.StreamResponse:
+        """Run the endpoint (or replay the key's stored result), store what Stripe would
+        store for the key, then apply an after-apply `fault` to the answer."""
         store = self.state.store
+        request_id = str(record["request_id"])
         with store.lock:
             data = store.mode(mode)
             fingerprint = ""
@@ -250,7 +250,7 @@ class _Api:
                         type_="idempotency_error",
                     )
                 fingerprint = _fingerprint(request.method, request.path, params)
-                seen = data.idempotency.get(key)
+                seen = data.idempotent_result(key)
                 if seen is not None:
                     if seen.fingerprint != fingerprint:
                         raise ApiError(
@@ -261,30 +261,75 @@ class _Api:
                             type_="idempotency_error",
                             headers=echo,
                         )
-                    return _json_response(
-                        seen.status,
-                        seen.body,
-                        request_id,
-                        {**echo, "Idempotent-Replayed": "true"},
-                    )
+                    record["replayed"] = True
+                    if fault is not None:
+                        return _fail_after(request, fault, request_id, echo)
+                    replayed = {**echo, "Idempotent-Replayed": "true"}
+                    if seen.request_id:
+                        replayed["Original-Request"] = seen.request_id
+                    return _json_response(seen.status, seen.body, request_id, replayed)
             call = api.Call(store, data, mode, params, args)
             try:
                 status, body = route.handler(call)
             except ApiError as error:
                 # Stripe saves a result once an endpoint ran, but not for failed validation.
-                if key is not None and error.status != 400:
-                    data.remember(
-                        key,
-                        IdempotentResult(
-                            fingerprint, error.status, json.dumps(error.body()).encode()
-                        ),
-                    )
+                ran = error.status != 400
+                if fault is not None:
+                    stored = _stored_after(fault, error.status, json.dumps(error.body()).encode())
+                    if key is not None and ran:
+                        data.remember(key, self._result(data, fingerprint, stored, request_id))
+                    return _fail_after(request, fault, request_id, echo)
+                if key is not None and ran:
+                    stored = (error.status, json.dumps(error.body()).encode())
+                    data.remember(key, self._result(data, fingerprint, stored, request_id))
                 error.headers.update(echo)
                 raise
+            record["applied"] = True
             payload = json.dumps(body).encode()
+            stored = (status, payload) if fault is None else _stored_after(fault, status, payload)
             if key is not None:
-                data.remember(key, IdempotentResult(fingerprint, status, payload))
+                data.remember(key, self._result(data, fingerprint, stored, request_id))
+        if fault is not None:
+            return _fail_after(request, fault, request_id, echo)
         return _json_response(status, payload, request_id, echo)
+
+    @staticmethod
+    def _result(
+        data: ModeStore, fingerprint: str, answer: tuple[int, bytes], request_id: str
+    ) -> IdempotentResult:
+        return IdempotentResult(fingerprint, answer[0], answer[1], data.time(), request_id)
+
+
+_INJECTED_MESSAGE = "An unknown error occurred (injected by the sandbox)."
+
+
+def _injected_error(status: int) -> ApiError:
+    # The same body before and after the write applied: a client cannot tell them apart,
+    # as with Stripe, and must read the object to learn whether the write happened.
+    return ApiError(status, _INJECTED_MESSAGE, type_="api_error")
+
+
+def _stored_after(fault: Fault, status: int, payload: bytes) -> tuple[int, bytes]:
+    """What Stripe stores for the key when `fault` strikes after the endpoint answered
+    (status, payload): the 5xx the client got, or, for a dropped connection, the answer."""
+    if fault.drops:
+        return status, payload
+    return fault.status, json.dumps(_injected_error(fault.status).body()).encode()
+
+
+def _fail_after(
+    request: web.Request, fault: Fault, request_id: str, echo: dict[str, str]
+) -> web.StreamResponse:
+    if fault.drops:
+        return _drop(request)
+    error = _injected_error(fault.status)
+    return _json_response(error.status, error.body(), request_id, echo)
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    if request.transport is not None:
+        request.transport.close()
+    return _Dropped()
 
 
 class _Dropped(web.Response):
@@ -345,16 +390,33 @@ def _admin_action(
         return {"mode": mode, "customers": count[0], "payment_methods": count[1]}
     if (method, route) == ("POST", "load"):
         mode = str(body.get("mode", "test"))
-        store.bulk_load(mode, body.get("customers", []), body.get("payment_methods", []))
+        store.bulk_load(
+            mode,
+            body.get("customers", []),
+            body.get("payment_methods", []),
+            body.get("subscriptions", []),
+        )
         return {"mode": mode, "customers": store.count(mode)}
     if (method, route) == ("POST", "faults"):
+        after_apply = body.get("after_apply", False)
+        if not isinstance(after_apply, bool):
+            raise ValueError(f"after_apply must be true or false, got {after_apply!r}")
         state.faults.fail_next(
             str(body["method"]),
             str(body["path"]),
             int(body.get("count", 1)),
             int(body.get("status", 500)),
+            after_apply=after_apply,
         )
         return {"scheduled": True}
+    if route == "clock" and method in ("GET", "POST"):
+        if "now" in body and "advance" in body:
+            raise ValueError("give either now or advance, not both")
+        if "now" in body:
+            store.clock.set(float(body["now"]))
+        if "advance" in body:
+            store.clock.advance(float(body["advance"]))
+        return {"now": store.clock.now(), "offset": store.clock.offset}
     if route == "config" and method in ("GET", "POST"):
         _apply_config(state, body)
         return {
@@ -365,6 +427,8 @@ def _admin_action(
                 "error_rate": state.faults.error_rate,
                 "rate_limit_rate": state.faults.rate_limit_rate,
                 "drop_rate": state.faults.drop_rate,
+                "after_apply_share": state.faults.after_apply_share,
+                "rate_limit_reason": state.faults.rate_limit_reason,
             },
         }
     return None
@@ -380,9 +444,21 @@ def _apply_config(state: SandboxState, body: dict[str, Any]) -> None:
             raise ValueError(f"unknown limit {name!r}")
         setattr(state.limits, name, bool(value) if name == "enabled" else float(value))
     for name, value in dict(body.get("faults", {})).items():
-        if name not in ("error_rate", "rate_limit_rate", "drop_rate"):
+        if name == "rate_limit_reason":
+            state.faults.rate_limit_reason = _rate_limit_reason(value)
+            continue
+        if name not in ("error_rate", "rate_limit_rate", "drop_rate", "after_apply_share"):
             raise ValueError(f"unknown fault setting {name!r}")
         setattr(state.faults, name, float(value))
+
+
+def _rate_limit_reason(value: Any) -> str:
+    if value not in ("", *STRIPE_RATE_LIMIT_REASONS):
+        raise ValueError(
+            f"unknown rate_limit_reason {value!r}: one of {', '.join(STRIPE_RATE_LIMIT_REASONS)}"
+            ' or "" (a 429 without the header)'
+        )
+    return str(value)
 
 
 def seed_store(store: SandboxStore, mode: str, customers: int, *, seed: int = 0) -> tuple[int, int]:

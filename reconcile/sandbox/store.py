@@ -17,8 +17,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconcile.sandbox.clock import SandboxClock
+
 __all__ = [
+    "IDEMPOTENCY_TTL_SECONDS",
     "MODES",
+    "PAYMENT_METHOD_TYPES",
+    "SUBSCRIPTION_STATUSES",
+    "TERMINAL_SUBSCRIPTION_STATUSES",
     "CustomerRecord",
     "IdempotentResult",
     "ModeStore",
@@ -33,6 +39,25 @@ MODES = ("test", "live")
 _SEQ_BITS = 32
 _ID_ALPHABET = string.ascii_letters + string.digits
 _IDEMPOTENCY_CAPACITY = 100_000
+# Stripe keeps a key's result for at least 24 hours, then forgets it: the same key then
+# makes a new request.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+SUBSCRIPTION_STATUSES = frozenset(
+    {
+        "active",
+        "trialing",
+        "past_due",
+        "unpaid",
+        "incomplete",
+        "incomplete_expired",
+        "canceled",
+        "paused",
+    }
+)
+# A subscription in these statuses never bills again; deleting its customer leaves it as is.
+TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+# The payment method types the sandbox stores; `card` is the default everywhere.
+PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account")
 
 
 def new_id(prefix: str, length: int = 14) -> str:
@@ -55,6 +80,7 @@ class CustomerRecord:
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     default_payment_method: str | None = None
+    balance: int = 0  # Stripe's customer balance, in the smallest currency unit
     deleted: bool = False
 
 
@@ -72,6 +98,10 @@ class PaymentMethodRecord:
     funding: str = "credit"
     metadata: dict[str, str] = field(default_factory=dict)
     cvc_check: str | None = None
+    type: str = "card"
+    # Top-level keys of the served JSON beyond a card's: `sepa_debit` or `us_bank_account`
+    # for bank methods, `billing_details` when given. None for most cards (kept compact).
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +114,8 @@ class SubscriptionRecord:
     prices: list[tuple[str, int]]  # (price id, quantity)
     status: str = "active"
     metadata: dict[str, str] = field(default_factory=dict)
+    canceled_at: int | None = None
+    trial_end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +123,10 @@ class IdempotentResult:
     fingerprint: str
     status: int
     body: bytes
+    stored_at: float = 0.0  # the sandbox clock when the first request executed
+    # That request's id, sent back as `Original-Request` on replays (a header seen on
+    # Stripe's answers; not confirmed in its documentation).
+    request_id: str = ""
 
 
 def _by_key(record: CustomerRecord) -> int:
@@ -121,6 +157,10 @@ class ModeStore:
 
     def now(self) -> int:
         return int(self._clock())
+
+    def time(self) -> float:
+        """The sandbox clock, unrounded."""
+        return self._clock()
 
     def __len__(self) -> int:
         return len(self._index)
@@ -171,6 +211,7 @@ class ModeStore:
             description=fields.get("description"),
             metadata=dict(fields.get("metadata") or {}),
             default_payment_method=fields.get("default_payment_method"),
+            balance=int(fields.get("balance") or 0),
         )
         self.customers[record.id] = record
         self._index_insert(record)
@@ -189,9 +230,10 @@ class ModeStore:
         record.deleted = True
         for method in self._pms_by_customer.pop(record.id, []):
             method.customer = None
-        # Stripe cancels a deleted customer's subscriptions.
+        # Stripe cancels a deleted customer's subscriptions at once, whatever their status.
         for subscription in self._subs_by_customer.get(record.id, ()):
-            subscription.status = "canceled"
+            if subscription.status not in TERMINAL_SUBSCRIPTION_STATUSES:
+                self.set_subscription_status(subscription, "canceled")
 
     def list_customers(
         self,
@@ -249,25 +291,57 @@ class ModeStore:
     def add_payment_method(
         self, fields: Mapping[str, Any], created: int | None = None
     ) -> PaymentMethodRecord:
+        """`fields` in Stripe's shape: `type` (default `card`) and the object of that type
+        (`card`, `sepa_debit` or `us_bank_account`), `metadata`, optional `id`, `customer`
+        and `billing_details`."""
         when = self.now() if created is None else created
         method_id = str(fields.get("id") or "")
         while not method_id or method_id in self.payment_methods:
             method_id = new_id("pm_", 24)
-        card = fields["card"]
-        record = PaymentMethodRecord(
-            id=method_id,
-            created=when,
-            key=self._next_key(when),
-            customer=None,
-            brand=card["brand"],
-            last4=card["last4"],
-            exp_month=int(card["exp_month"]),
-            exp_year=int(card["exp_year"]),
-            fingerprint=card["fingerprint"],
-            funding=card.get("funding", "credit"),
-            metadata=dict(fields.get("metadata") or {}),
-            cvc_check=fields.get("cvc_check"),
-        )
+        kind = str(fields.get("type") or "card")
+        if kind not in PAYMENT_METHOD_TYPES:
+            raise ValueError(
+                f"payment method {method_id}: type {kind!r} is not one the sandbox stores "
+                f"(use one of {', '.join(PAYMENT_METHOD_TYPES)})"
+            )
+        extra: dict[str, Any] | None = None
+        if fields.get("billing_details"):
+            extra = {"billing_details": dict(fields["billing_details"])}
+        if kind == "card":
+            card = fields["card"]
+            record = PaymentMethodRecord(
+                id=method_id,
+                created=when,
+                key=self._next_key(when),
+                customer=None,
+                brand=card["brand"],
+                last4=card["last4"],
+                exp_month=int(card["exp_month"]),
+                exp_year=int(card["exp_year"]),
+                fingerprint=card["fingerprint"],
+                funding=card.get("funding", "credit"),
+                metadata=dict(fields.get("metadata") or {}),
+                cvc_check=fields.get("cvc_check"),
+                extra=extra,
+            )
+        else:
+            details = dict(fields[kind])
+            # Bank methods have no brand or expiry: the card fields stay empty.
+            record = PaymentMethodRecord(
+                id=method_id,
+                created=when,
+                key=self._next_key(when),
+                customer=None,
+                brand="",
+                last4=str(details.get("last4") or ""),
+                exp_month=0,
+                exp_year=0,
+                fingerprint=str(details.get("fingerprint") or ""),
+                funding="",
+                metadata=dict(fields.get("metadata") or {}),
+                type=kind,
+                extra={**(extra or {}), kind: details},
+            )
         self.payment_methods[record.id] = record
         customer = fields.get("customer")
         if customer:
@@ -289,9 +363,15 @@ class ModeStore:
             owner.default_payment_method = None
         method.customer = None
 
-    def payment_methods_of(self, customer_id: str) -> list[PaymentMethodRecord]:
-        """The customer's payment methods, newest first (Stripe's order)."""
-        return sorted(self._pms_by_customer.get(customer_id, ()), key=lambda m: -m.key)
+    def payment_methods_of(
+        self, customer_id: str, kind: str | None = None
+    ) -> list[PaymentMethodRecord]:
+        """The customer's payment methods of type `kind` (every type when None), newest first
+        (Stripe's order)."""
+        methods = self._pms_by_customer.get(customer_id, ())
+        if kind is not None:
+            methods = [m for m in methods if m.type == kind]
+        return sorted(methods, key=lambda m: -m.key)
 
     # --- subscriptions -------------------------------------------------------------------
     def add_subscription(
@@ -299,16 +379,42 @@ class ModeStore:
         customer_id: str,
         prices: Sequence[tuple[str, int]],
         metadata: Mapping[str, str] | None = None,
+        *,
+        status: str = "active",
+        created: int | None = None,
+        subscription_id: str | None = None,
+        trial_end: int | None = None,
     ) -> SubscriptionRecord:
-        subscription_id = new_id("sub_", 24)
-        while subscription_id in self.subscriptions:
+        """A new subscription, or (same `subscription_id`) a replacement of an existing one."""
+        check_subscription_status(status)
+        if not subscription_id:
             subscription_id = new_id("sub_", 24)
+            while subscription_id in self.subscriptions:
+                subscription_id = new_id("sub_", 24)
+        old = self.subscriptions.get(subscription_id)
+        if old is not None:
+            self._subs_by_customer.get(old.customer, []).remove(old)
+        when = self.now() if created is None else created
         record = SubscriptionRecord(
-            subscription_id, self.now(), customer_id, list(prices), metadata=dict(metadata or {})
+            subscription_id,
+            when,
+            customer_id,
+            list(prices),
+            metadata=dict(metadata or {}),
+            trial_end=trial_end,
         )
+        self.set_subscription_status(record, status)
         self.subscriptions[record.id] = record
-        self._subs_by_customer.setdefault(customer_id, []).append(record)
+        mine = self._subs_by_customer.setdefault(customer_id, [])
+        mine.append(record)
+        mine.sort(key=lambda s: s.created)  # oldest first; loads may come in any order
         return record
+
+    def set_subscription_status(self, record: SubscriptionRecord, status: str) -> None:
+        check_subscription_status(status)
+        if status == "canceled" and record.status != "canceled":
+            record.canceled_at = self.now()
+        record.status = status
 
     def subscriptions_of(self, customer_id: str) -> list[SubscriptionRecord]:
         """The customer's subscriptions, newest first."""
@@ -319,8 +425,13 @@ class ModeStore:
         self,
         customers: Sequence[Mapping[str, Any]],
         payment_methods: Sequence[Mapping[str, Any]],
+        subscriptions: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Load many records at once: one sort at the end instead of an insert each."""
+        """Load many records at once: one sort at the end instead of an insert each.
+
+        A subscription is `{"customer", "status"?, "id"?, "created"?, "items"?:
+        [{"price", "quantity"?}], "metadata"?, "trial_end"?}`; one with an existing id
+        replaces it (how a test moves a subscription to another status)."""
         seq = self._seq
         shift = _SEQ_BITS
         fresh: list[CustomerRecord] = []
@@ -338,6 +449,7 @@ class ModeStore:
                 item.get("description"),
                 dict(item.get("metadata") or {}),
                 item.get("default_payment_method"),
+                int(item.get("balance") or 0),
             )
             old = existing.get(record.id)
             if old is not None and not old.deleted:
@@ -355,14 +467,60 @@ class ModeStore:
         for item in payment_methods:
             created = int(item["created"])
             self.add_payment_method(item, created=created)
+        for item in subscriptions:  # all checked first: a refused load adds none of them
+            check_subscription_status(str(item.get("status", "active")))
+            if str(item["customer"]) not in self.customers:
+                raise ValueError(
+                    f"subscription for customer {item['customer']!r}: no such customer"
+                )
+        for item in subscriptions:
+            self._load_subscription(item)
+
+    def _load_subscription(self, item: Mapping[str, Any]) -> None:
+        customer_id = str(item["customer"])
+        items = item.get("items") or [{"price": "price_sandbox", "quantity": 1}]
+        prices = [(str(i["price"]), int(i.get("quantity", 1))) for i in items]
+        created = item.get("created")
+        trial_end = item.get("trial_end")
+        self.add_subscription(
+            customer_id,
+            prices,
+            item.get("metadata"),
+            status=str(item.get("status", "active")),
+            created=None if created is None else int(created),
+            subscription_id=item.get("id"),
+            trial_end=None if trial_end is None else int(trial_end),
+        )
 
     def reset(self) -> None:
         self.__init__(self.mode, self._clock)  # type: ignore[misc]
 
+    def idempotent_result(self, key: str) -> IdempotentResult | None:
+        """The stored result for `key`, or None when there is none or it is 24 hours old."""
+        seen = self.idempotency.get(key)
+        if seen is not None and self._clock() - seen.stored_at >= IDEMPOTENCY_TTL_SECONDS:
+            del self.idempotency[key]
+            return None
+        return seen
+
     def remember(self, key: str, result: IdempotentResult) -> None:
-        self.idempotency[key] = result
-        if len(self.idempotency) > _IDEMPOTENCY_CAPACITY:
-            self.idempotency.popitem(last=False)
+        results = self.idempotency
+        results.pop(key, None)  # a re-used expired key goes to the end, with the newest
+        results[key] = result
+        expired_before = self._clock() - IDEMPOTENCY_TTL_SECONDS
+        while results:
+            oldest = next(iter(results.values()))
+            if oldest.stored_at > expired_before and len(results) <= _IDEMPOTENCY_CAPACITY:
+                break
+            results.popitem(last=False)
+
+
+def check_subscription_status(status: str) -> None:
+    if status not in SUBSCRIPTION_STATUSES:
+        raise ValueError(
+            f"unknown subscription status {status!r}: use one of "
+            f"{', '.join(sorted(SUBSCRIPTION_STATUSES))}"
+        )
 
 
 def _remove_from(
@@ -402,8 +560,9 @@ class SandboxStore:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.lock = threading.RLock()
-        self._clock = clock
-        self.modes: dict[str, ModeStore] = {mode: ModeStore(mode, clock) for mode in MODES}
+        # Every mode reads this one clock; tests move it with `clock.advance(...)`.
+        self.clock = clock if isinstance(clock, SandboxClock) else SandboxClock(clock)
+        self.modes: dict[str, ModeStore] = {mode: ModeStore(mode, self.clock) for mode in MODES}
 
     def mode(self, mode: str) -> ModeStore:
         try:
@@ -416,14 +575,42 @@ class SandboxStore:
         mode: str,
         customers: Sequence[Mapping[str, Any]],
         payment_methods: Sequence[Mapping[str, Any]] = (),
+        subscriptions: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         with self.lock:
-            self.mode(mode).bulk_load(customers, payment_methods)
+            self.mode(mode).bulk_load(customers, payment_methods, subscriptions)
 
     def reset(self) -> None:
+        """Empty both modes and put the clock back on its base time."""
         with self.lock:
+            self.clock.reset()
             for store in self.modes.values():
                 store.reset()
+
+    def add_subscription(
+        self,
+        mode: str,
+        customer_id: str,
+        status: str = "active",
+        *,
+        prices: Sequence[tuple[str, int]] = (("price_sandbox", 1),),
+        metadata: Mapping[str, str] | None = None,
+    ) -> SubscriptionRecord:
+        """A subscription in any status, as Stripe's API could not make it directly
+        (`past_due`, `unpaid`, `paused`, ...)."""
+        with self.lock:
+            data = self.mode(mode)
+            if customer_id not in data.customers:
+                raise ValueError(f"no customer {customer_id!r} in {mode} mode")
+            return data.add_subscription(customer_id, prices, metadata, status=status)
+
+    def set_subscription_status(self, mode: str, subscription_id: str, status: str) -> None:
+        with self.lock:
+            data = self.mode(mode)
+            record = data.subscriptions.get(subscription_id)
+            if record is None:
+                raise ValueError(f"no subscription {subscription_id!r} in {mode} mode")
+            data.set_subscription_status(record, status)
 
     def mark_deleted(self, mode: str, customer_ids: Iterable[str]) -> None:
         """Delete customers as the API would (they leave lists, retrieve says deleted)."""

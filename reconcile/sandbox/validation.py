@@ -1,4 +1,5 @@
-"""Stripe's value rules: metadata limits, email syntax, card numbers and expiry."""
+"""Stripe's value rules: metadata limits, email syntax, card numbers and expiry, bank
+account numbers (IBAN, US routing and account numbers)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ __all__ = [
     "MAX_METADATA_KEY_LENGTH",
     "MAX_METADATA_VALUE_LENGTH",
     "card_brand",
+    "check_account_number",
     "check_card",
     "check_email",
+    "check_iban",
     "check_metadata",
+    "check_routing_number",
     "merge_metadata",
 ]
 
@@ -143,3 +147,46 @@ def check_card(
             param="card[exp_month]",
         )
     return digits, exp_year
+
+
+def check_iban(iban: str) -> str:
+    """The IBAN without spaces, upper-cased, once its length and ISO 13616 checksum pass.
+    The value stays out of the message: it identifies a bank account."""
+    compact = iban.replace(" ", "").upper()
+    valid = (
+        15 <= len(compact) <= 34
+        and compact[:2].isalpha()
+        and compact[2:4].isdigit()
+        and compact.isalnum()
+        and compact.isascii()
+    )
+    if valid:
+        digits = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
+        valid = int(digits) % 97 == 1
+    if not valid:
+        raise invalid_request(
+            "The IBAN you provided is invalid: check its country code, length and check digits.",
+            param="sepa_debit[iban]",
+        )
+    return compact
+
+
+def check_routing_number(routing_number: str) -> None:
+    """Nine digits with the ABA checksum, as US routing numbers carry."""
+    digits = routing_number if routing_number.isdigit() and len(routing_number) == 9 else ""
+    weights = (3, 7, 1) * 3
+    if not digits or sum(int(d) * w for d, w in zip(digits, weights, strict=True)) % 10:
+        raise invalid_request(
+            "Routing number must have 9 digits and a valid checksum.",
+            param="us_bank_account[routing_number]",
+            code="routing_number_invalid",
+        )
+
+
+def check_account_number(account_number: str) -> None:
+    if not (account_number.isdigit() and 4 <= len(account_number) <= 17):
+        raise invalid_request(
+            "The bank account number must be 4 to 17 digits.",
+            param="us_bank_account[account_number]",
+            code="account_number_invalid",
+        )

@@ -7,7 +7,7 @@ import pytest
 import stripe
 
 from reconcile.sandbox.runner import SandboxServer
-from tests.sandbox.conftest import Raw
+from tests.sandbox.conftest import Raw, customer_record
 
 
 def test_create_then_retrieve_returns_the_same_fields(client: stripe.StripeClient) -> None:
@@ -165,3 +165,24 @@ def test_many_updates_keep_list_order_and_indexes_consistent(
     assert [c.id for c in client.v1.customers.list({}).data] == before
     assert client.v1.customers.list({"email": "u0@example.com"}).data == []
     assert [c.id for c in client.v1.customers.list({"email": "v3@example.com"}).data] == [ids[3]]
+
+
+def test_balance_is_set_on_create_and_update_and_listed(
+    raw: Raw, client: stripe.StripeClient
+) -> None:
+    created = client.v1.customers.create({"balance": 1500})
+    assert created.balance == 1500
+    updated = client.v1.customers.update(created.id, {"balance": -250})
+    assert updated.balance == -250
+    assert client.v1.customers.retrieve(created.id).balance == -250
+    assert [c.balance for c in client.v1.customers.list({}).data] == [-250]
+    untouched = client.v1.customers.update(created.id, {"name": "x"})
+    assert untouched.balance == -250
+    refused = raw("POST", f"/v1/customers/{created.id}", data={"balance": "12.5"})
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "balance")
+
+
+def test_balance_loads_through_the_admin_route(raw: Raw) -> None:
+    record = {**customer_record("cus_owing", 7), "balance": 990}
+    raw("POST", "/_sandbox/load", json={"customers": [record]})
+    assert raw("GET", "/v1/customers/cus_owing").json()["balance"] == 990

@@ -97,3 +97,46 @@ def test_a_partial_fault_rate_fails_some_requests_not_all(raw: Raw, sandbox: San
     sandbox.faults.error_rate = 0.5
     statuses = {raw("GET", "/v1/customers").status_code for _ in range(60)}
     assert statuses == {200, 500}
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "global-rate",
+        "endpoint-rate",
+        "global-concurrency",
+        "endpoint-concurrency",
+        "resource-specific",
+    ],
+)
+def test_injected_429s_name_the_configured_limiter(
+    raw: Raw, sandbox: SandboxServer, reason: str
+) -> None:
+    configured = raw(
+        "POST",
+        "/_sandbox/config",
+        json={"faults": {"rate_limit_rate": 1.0, "rate_limit_reason": reason}},
+    )
+    assert configured.json()["faults"]["rate_limit_reason"] == reason
+    refused = raw("GET", "/v1/customers")
+    assert refused.status_code == 429
+    assert refused.headers["Stripe-Rate-Limited-Reason"] == reason
+
+
+def test_an_injected_429_without_a_reason_sends_no_stripe_header(
+    raw: Raw, sandbox: SandboxServer
+) -> None:
+    raw(
+        "POST",
+        "/_sandbox/config",
+        json={"faults": {"rate_limit_rate": 1.0, "rate_limit_reason": ""}},
+    )
+    refused = raw("GET", "/v1/customers")
+    assert refused.status_code == 429
+    assert "Stripe-Rate-Limited-Reason" not in refused.headers
+
+
+def test_an_unknown_rate_limit_reason_is_refused(raw: Raw, sandbox: SandboxServer) -> None:
+    answer = raw("POST", "/_sandbox/config", json={"faults": {"rate_limit_reason": "too-fast"}})
+    assert answer.status_code == 400
+    assert "rate_limit_reason" in answer.text

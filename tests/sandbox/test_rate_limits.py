@@ -36,6 +36,7 @@ def test_429_body_and_headers_match_stripe(
     assert "rate limit" in error["message"].lower()
     assert "Stripe-Should-Retry" not in refused.headers  # Stripe asks no retry of real limits
     assert refused.headers["Sandbox-Rate-Limited-Reason"] == "global-rate"
+    assert refused.headers["Stripe-Rate-Limited-Reason"] == "global-rate"
     assert refused.headers["Request-Id"].startswith("req_")
 
 
@@ -80,6 +81,7 @@ def test_per_endpoint_limit_counts_each_route_template(
     assert statuses == [200, 200, 200, 429]
     refused = raw("GET", f"/v1/customers/{first.id}")
     assert refused.headers["Sandbox-Rate-Limited-Reason"] == "endpoint-rate"
+    assert refused.headers["Stripe-Rate-Limited-Reason"] == "endpoint-rate"
     assert _statuses(raw, 3) == [200, 200, 200]  # the list endpoint has its own window
 
 
@@ -93,6 +95,8 @@ def test_search_has_its_own_tighter_limit(
     ]
     assert [r.status_code for r in searches] == [200] * 4 + [429]
     assert searches[-1].headers["Sandbox-Rate-Limited-Reason"] == "search-rate"
+    # Stripe reports search's own limit as an endpoint's.
+    assert searches[-1].headers["Stripe-Rate-Limited-Reason"] == "endpoint-rate"
     assert _statuses(raw, 1) == [200]
 
 
