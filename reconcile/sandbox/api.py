@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconcile.sandbox.apierrors import ApiError, invalid_request, no_such
+from reconcile.sandbox.events import MAX_TYPES, EventRecord
 from reconcile.sandbox.objects import (
     customer_json,
     deleted_customer_json,
+    event_json,
     fingerprint_of,
     payment_method_json,
+    subscription_json,
 )
 from reconcile.sandbox.params import Spec, require, validate
 from reconcile.sandbox.query import QueryError, parse_query, run_query
@@ -38,6 +41,7 @@ from reconcile.sandbox.validation import (
     check_account_number,
     check_card,
     check_email,
+    check_expiry,
     check_iban,
     check_metadata,
     check_routing_number,
@@ -56,6 +60,9 @@ class Call:
     mode: str
     params: dict[str, Any]
     args: tuple[str, ...]
+    # The API request (its id, and its idempotency key for a POST): events name them.
+    request_id: str | None = None
+    idempotency_key: str | None = None
 
     @property
     def livemode(self) -> bool:
@@ -89,6 +96,12 @@ _CUSTOMER_FIELDS: Spec = {
 }
 _CUSTOMER_EXPANDS = {"invoice_settings.default_payment_method", "default_source"}
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+_BILLING_SPEC: Spec = {
+    "name": "str",
+    "email": "str",
+    "phone": "str",
+    "address": {name: "str" for name in _ADDRESS_FIELDS},
+}
 # Stripe's payment method types: a filter on one the sandbox does not store lists nothing.
 _STRIPE_METHOD_TYPES = frozenset(
     {
@@ -566,12 +579,7 @@ def create_method(call: Call) -> Result:
             "account_holder_type": "str",
             "account_type": "str",
         },
-        "billing_details": {
-            "name": "str",
-            "email": "str",
-            "phone": "str",
-            "address": {name: "str" for name in _ADDRESS_FIELDS},
-        },
+        "billing_details": _BILLING_SPEC,
         "metadata": "map",
         "expand": "list",
     }
@@ -627,6 +635,52 @@ def retrieve_method(call: Call) -> Result:
     return 200, _render_method(call, _payment_method(call, call.args[0]), "customer" in expand)
 
 
+def update_method(call: Call) -> Result:
+    """Stripe updates a payment method's metadata and billing details, and a card's expiry;
+    the method must be attached to a customer."""
+    params = validate(
+        call.params,
+        {
+            "metadata": "map",
+            "billing_details": _BILLING_SPEC,
+            "card": {"exp_month": "int", "exp_year": "int"},
+            "allow_redisplay": "str",
+            "expand": "list",
+        },
+    )
+    expand = _expands(params, {"customer"})
+    method = _payment_method(call, call.args[0])
+    if method.customer is None:
+        raise invalid_request(
+            "You must save this PaymentMethod to a customer before you can update it."
+        )
+    changes: dict[str, Any] = {}
+    card = params.get("card")
+    if card:
+        if method.type != "card":
+            raise invalid_request(
+                f"Received card parameters for a payment method of type {method.type}.",
+                param="card",
+            )
+        today = dt.datetime.fromtimestamp(call.data.now(), tz=dt.UTC)
+        month = int(card.get("exp_month", method.exp_month))
+        year = int(card.get("exp_year", method.exp_year))
+        year = check_expiry(month, year, this_year=today.year, this_month=today.month)
+        changes.update(exp_month=month, exp_year=year)
+    if "metadata" in params:
+        check_metadata(params["metadata"], method.metadata)
+        changes["metadata"] = merge_metadata(method.metadata, params["metadata"])
+    if params.get("billing_details"):
+        current = (method.extra or {}).get("billing_details") or {}
+        given = params["billing_details"]
+        address = {**(current.get("address") or {}), **(given.get("address") or {})}
+        merged = _billing_details({"billing_details": {**current, **given, "address": address}})
+        changes["billing_details"] = merged
+    if changes:
+        call.data.update_payment_method(method, changes)
+    return 200, _render_method(call, method, "customer" in expand)
+
+
 def attach_method(call: Call) -> Result:
     params = validate(call.params, {"customer": "str", "expand": "list"})
     expand = _expands(params, {"customer"})
@@ -660,35 +714,6 @@ _PAYMENT_BEHAVIORS = {
     "error_if_incomplete",
     "pending_if_incomplete",
 }
-
-
-def _subscription_json(record: SubscriptionRecord, livemode: bool) -> dict[str, Any]:
-    items = [
-        {
-            "id": f"si_{record.id[4:]}{index}",
-            "object": "subscription_item",
-            "price": {"id": price, "object": "price"},
-            "quantity": quantity,
-            "subscription": record.id,
-        }
-        for index, (price, quantity) in enumerate(record.prices)
-    ]
-    ended = record.status in TERMINAL_SUBSCRIPTION_STATUSES
-    return {
-        "id": record.id,
-        "object": "subscription",
-        "cancel_at_period_end": False,
-        "canceled_at": record.canceled_at,
-        "created": record.created,
-        "customer": record.customer,
-        "ended_at": (record.canceled_at or record.created) if ended else None,
-        "items": {"object": "list", "data": items, "has_more": False},
-        "livemode": livemode,
-        "metadata": dict(record.metadata),
-        "status": record.status,
-        "trial_end": record.trial_end,
-        "trial_start": record.created if record.trial_end is not None else None,
-    }
 
 
 def _trial_end(call: Call, params: Mapping[str, Any]) -> int | None:
@@ -767,7 +792,7 @@ def create_subscription(call: Call) -> Result:
     record = call.data.add_subscription(
         customer.id, prices, merge_metadata({}, metadata), status=status, trial_end=trial_end
     )
-    return 200, _subscription_json(record, call.livemode)
+    return 200, subscription_json(record, call.livemode)
 
 
 def _subscription(call: Call, subscription_id: str) -> SubscriptionRecord:
@@ -781,7 +806,7 @@ def _subscription(call: Call, subscription_id: str) -> SubscriptionRecord:
 def retrieve_subscription(call: Call) -> Result:
     params = validate(call.params, {"expand": "list"})
     _expands(params, set())
-    return 200, _subscription_json(_subscription(call, call.args[0]), call.livemode)
+    return 200, subscription_json(_subscription(call, call.args[0]), call.livemode)
 
 
 def cancel_subscription(call: Call) -> Result:
@@ -794,7 +819,7 @@ def cancel_subscription(call: Call) -> Result:
             f"This subscription is {record.status}.",
         )
     call.data.set_subscription_status(record, "canceled")
-    return 200, _subscription_json(record, call.livemode)
+    return 200, subscription_json(record, call.livemode)
 
 
 def list_subscriptions(call: Call) -> Result:
@@ -823,8 +848,64 @@ def list_subscriptions(call: Call) -> Result:
     ids = [r.id for r in records]
     start = ids.index(after) + 1 if after in ids else 0
     page = records[start : start + limit]
-    data = [_subscription_json(r, call.livemode) for r in page]
+    data = [subscription_json(r, call.livemode) for r in page]
     return 200, _list_body("/v1/subscriptions", data, start + limit < len(records))
+
+
+# --- events -------------------------------------------------------------------------------
+def _event(call: Call, event_id: str, *, param: str = "id") -> EventRecord:
+    event = call.data.events.get(event_id)
+    if event is None:
+        # Unknown, of the other mode, not yet listed (late), or past the 30 days.
+        raise no_such("event", event_id, param=param)
+    return event
+
+
+def list_events(call: Call) -> Result:
+    params = validate(
+        call.params,
+        {
+            **_LIST_PAGING,
+            "created": "range",
+            "type": "str",
+            "types": "list",
+            "delivery_success": "bool",
+        },
+    )
+    _expands(params, set())
+    limit = _limit(params)
+    if "type" in params and "types" in params:
+        raise invalid_request(
+            "You may only specify one of these parameters: type, types.", param="types"
+        )
+    types = params.get("types")
+    if types is not None and len(types) > MAX_TYPES:
+        raise invalid_request(
+            f"Invalid types: must contain at most {MAX_TYPES} event types, got {len(types)}",
+            param="types",
+        )
+    after_id, before_id = _cursors(params)
+    after = _event(call, after_id, param="starting_after") if after_id else None
+    before = _event(call, before_id, param="ending_before") if before_id else None
+    if params.get("delivery_success") is False:
+        # No webhook endpoints: no event is pending or failed delivery.
+        return 200, _list_body("/v1/events", [], False)
+    page, has_more = call.data.events.page(
+        limit=limit,
+        created=params.get("created"),
+        type_pattern=params.get("type") or None,
+        types=types,
+        starting_after=after,
+        ending_before=before,
+    )
+    data = [event_json(event, call.livemode) for event in page]
+    return 200, _list_body("/v1/events", data, has_more)
+
+
+def retrieve_event(call: Call) -> Result:
+    params = validate(call.params, {"expand": "list"})
+    _expands(params, set())
+    return 200, event_json(_event(call, call.args[0]), call.livemode)
 
 
 def _route(
@@ -847,12 +928,15 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/payment_methods", list_methods),
     _route("POST", "/v1/payment_methods", create_method),
     _route("GET", "/v1/payment_methods/{id}", retrieve_method),
+    _route("POST", "/v1/payment_methods/{id}", update_method),
     _route("POST", "/v1/payment_methods/{id}/attach", attach_method),
     _route("POST", "/v1/payment_methods/{id}/detach", detach_method),
     _route("GET", "/v1/subscriptions", list_subscriptions),
     _route("POST", "/v1/subscriptions", create_subscription),
     _route("GET", "/v1/subscriptions/{id}", retrieve_subscription),
     _route("DELETE", "/v1/subscriptions/{id}", cancel_subscription),
+    _route("GET", "/v1/events", list_events),
+    _route("GET", "/v1/events/{id}", retrieve_event),
 )
 
 

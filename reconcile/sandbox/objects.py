@@ -5,9 +5,27 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from reconcile.sandbox.store import CustomerRecord, PaymentMethodRecord
+from reconcile.sandbox.events import EventRecord
+from reconcile.sandbox.store import (
+    TERMINAL_SUBSCRIPTION_STATUSES,
+    CustomerRecord,
+    PaymentMethodRecord,
+    SubscriptionRecord,
+)
 
-__all__ = ["customer_json", "deleted_customer_json", "fingerprint_of", "payment_method_json"]
+__all__ = [
+    "API_VERSION",
+    "customer_json",
+    "deleted_customer_json",
+    "event_json",
+    "fingerprint_of",
+    "payment_method_json",
+    "subscription_json",
+]
+
+# The Stripe API version the sandbox answers in (its `Stripe-Version` header) and renders
+# events in.
+API_VERSION = "2025-03-31.basil"
 
 
 def _invoice_prefix(customer_id: str) -> str:
@@ -122,4 +140,59 @@ def _card_method_json(
         "livemode": livemode,
         "metadata": dict(record.metadata),
         "type": record.type,
+    }
+
+
+def subscription_json(record: SubscriptionRecord, livemode: bool) -> dict[str, Any]:
+    items = [
+        {
+            "id": f"si_{record.id[4:]}{index}",
+            "object": "subscription_item",
+            "price": {"id": price, "object": "price"},
+            "quantity": quantity,
+            "subscription": record.id,
+        }
+        for index, (price, quantity) in enumerate(record.prices)
+    ]
+    ended = record.status in TERMINAL_SUBSCRIPTION_STATUSES
+    return {
+        "id": record.id,
+        "object": "subscription",
+        "cancel_at_period_end": False,
+        "canceled_at": record.canceled_at,
+        "created": record.created,
+        "customer": record.customer,
+        "ended_at": (record.canceled_at or record.created) if ended else None,
+        "items": {"object": "list", "data": items, "has_more": False},
+        "livemode": livemode,
+        "metadata": dict(record.metadata),
+        "status": record.status,
+        "trial_end": record.trial_end,
+        "trial_start": record.created if record.trial_end is not None else None,
+    }
+
+
+def event_json(event: EventRecord, livemode: bool) -> dict[str, Any]:
+    """Stripe's event: `data.object` as the object was at the event (a customer.deleted
+    shows the whole customer, without `deleted`), `previous_attributes` on updates only."""
+    snapshot = event.snapshot
+    if isinstance(snapshot, CustomerRecord):
+        rendered = customer_json(snapshot, livemode, snapshot.default_payment_method)
+    elif isinstance(snapshot, PaymentMethodRecord):
+        rendered = payment_method_json(snapshot, livemode)
+    else:
+        rendered = subscription_json(snapshot, livemode)
+    data: dict[str, Any] = {"object": rendered}
+    if event.previous is not None:
+        data["previous_attributes"] = event.previous
+    return {
+        "id": event.id,
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": event.created,
+        "data": data,
+        "livemode": livemode,
+        "pending_webhooks": 0,  # the sandbox has no webhook endpoints
+        "request": {"id": event.request_id, "idempotency_key": event.idempotency_key},
+        "type": event.type,
     }

@@ -17,6 +17,7 @@ from types import TracebackType
 from aiohttp import web
 
 from reconcile.sandbox.clock import SandboxClock
+from reconcile.sandbox.events import EventFaults
 from reconcile.sandbox.faults import FaultInjector
 from reconcile.sandbox.ratelimit import RateLimits
 from reconcile.sandbox.requestlog import RequestLog
@@ -71,7 +72,9 @@ def _state_for(config: SandboxConfig) -> SandboxState:
     if config.seed_customers > 0:
         from reconcile.sandbox.seed import generate_account, write_ground_truth, write_users_db
 
-        account = generate_account(config.seed_customers, seed=config.seed)
+        # The account's "now" is the sandbox's, so its history sits in the events' window.
+        now = int(state.store.clock())
+        account = generate_account(config.seed_customers, seed=config.seed, now=now)
         load_account(state.store, "test", account)
         if config.users_db:
             write_users_db(account, config.users_db)
@@ -119,6 +122,12 @@ class SandboxServer:
     @property
     def faults(self) -> FaultInjector:
         return self._state.faults
+
+    @property
+    def event_faults(self) -> EventFaults:
+        """How the next events go wrong: `delay_next`, `backdate_next`, `drop_next`,
+        `configure` (random rates); see reconcile/sandbox/events.py."""
+        return self._state.store.event_faults
 
     @property
     def clock(self) -> SandboxClock:

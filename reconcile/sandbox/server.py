@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import random
@@ -22,6 +23,8 @@ from reconcile.mode import mode_of_key
 from reconcile.sandbox import api
 from reconcile.sandbox.apierrors import STRIPE_RATE_LIMIT_REASONS, ApiError, rate_limited
 from reconcile.sandbox.faults import Fault, FaultInjector
+from reconcile.sandbox.history import add_seeded_history
+from reconcile.sandbox.objects import API_VERSION
 from reconcile.sandbox.params import parse_form
 from reconcile.sandbox.ratelimit import RateLimits, SlidingWindowLimiter
 from reconcile.sandbox.requestlog import RequestLog, RequestRecord
@@ -106,7 +109,7 @@ def _json_response(
     status: int, body: dict[str, Any] | bytes, request_id: str, extra: dict[str, str] | None = None
 ) -> web.Response:
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {"Request-Id": request_id, "Stripe-Version": "2025-03-31.basil"}
+    headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
     if extra:
         headers.update(extra)
     return web.Response(
@@ -268,9 +271,16 @@ class _Api:
                     if seen.request_id:
                         replayed["Original-Request"] = seen.request_id
                     return _json_response(seen.status, seen.body, request_id, replayed)
-            call = api.Call(store, data, mode, params, args)
+            call = api.Call(store, data, mode, params, args, request_id, key)
+            # One request, one write: its events carry its id and key (reads emit none).
+            scope = (
+                contextlib.nullcontext()
+                if request.method == "GET"
+                else data.events.write(request_id, key)
+            )
             try:
-                status, body = route.handler(call)
+                with scope:
+                    status, body = route.handler(call)
             except ApiError as error:
                 # Stripe saves a result once an endpoint ran, but not for failed validation.
                 ran = error.status != 400
@@ -390,13 +400,22 @@ def _admin_action(
         return {"mode": mode, "customers": count[0], "payment_methods": count[1]}
     if (method, route) == ("POST", "load"):
         mode = str(body.get("mode", "test"))
-        store.bulk_load(
+        history = body.get("events", False)
+        if not isinstance(history, bool):
+            raise ValueError(f"events must be true or false, got {history!r}")
+        added = store.bulk_load(
             mode,
             body.get("customers", []),
             body.get("payment_methods", []),
             body.get("subscriptions", []),
+            history=history,
         )
-        return {"mode": mode, "customers": store.count(mode)}
+        loaded: dict[str, Any] = {"mode": mode, "customers": store.count(mode)}
+        if history:
+            loaded["events"] = added
+        return loaded
+    if route == "events" or route.startswith("events/") or route == "card_updater":
+        return _events_admin(state, method, route, body)
     if (method, route) == ("POST", "faults"):
         after_apply = body.get("after_apply", False)
         if not isinstance(after_apply, bool):
@@ -434,6 +453,55 @@ def _admin_action(
     return None
 
 
+def _events_admin(
+    state: SandboxState, method: str, route: str, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The event controls: what each mode holds, and how the next events go wrong."""
+    store = state.store
+    faults = store.event_faults
+    if (method, route) == ("GET", "events"):
+        with store.lock:
+            modes = {mode: store.mode(mode).events.stats() for mode in ("test", "live")}
+        return {**modes, "faults": faults.settings()}
+    if (method, route) == ("POST", "card_updater"):
+        method_id = str(body["payment_method"])
+        last4 = body.get("last4")
+        record = store.update_card(
+            str(body.get("mode", "test")),
+            method_id,
+            exp_month=int(body["exp_month"]),
+            exp_year=int(body["exp_year"]),
+            last4=None if last4 is None else str(last4),
+        )
+        return {
+            "payment_method": record.id,
+            "exp_month": record.exp_month,
+            "exp_year": record.exp_year,
+        }
+    if method != "POST":
+        return None
+    if route == "events/delay":
+        faults.delay_next(float(body["seconds"]), _count(body))
+    elif route == "events/backdate":
+        faults.backdate_next(float(body["seconds"]), _count(body))
+    elif route == "events/drop":
+        faults.drop_next(_count(body), writes=body.get("writes", False))
+    elif route == "events/config":
+        faults.configure(body)
+    elif route == "events/clear":
+        faults.clear()
+    else:
+        return None
+    return {"faults": faults.settings()}
+
+
+def _count(body: dict[str, Any]) -> int:
+    count = body.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ValueError(f"count must be a whole number, got {count!r}")
+    return count
+
+
 def _apply_config(state: SandboxState, body: dict[str, Any]) -> None:
     if "latency_ms" in body:
         state.latency_ms = float(body["latency_ms"])
@@ -465,18 +533,28 @@ def seed_store(store: SandboxStore, mode: str, customers: int, *, seed: int = 0)
     """Seed `mode` with the project's generator; returns (customers, payment methods) added."""
     from reconcile.sandbox.seed import generate_account  # written separately; import late
 
-    account = generate_account(customers, seed=seed)
+    account = generate_account(customers, seed=seed, now=int(store.clock()))
     return load_account(store, mode, account)
 
 
 def load_account(store: SandboxStore, mode: str, account: Any) -> tuple[int, int]:
     """Load a `SeededAccount`: its customers and cards into `mode`, its deleted customers
-    marked deleted, its live-mode customers (if any) into the other mode."""
+    marked deleted, its live-mode customers (if any) into the other mode, each mode with
+    the last 30 days of events such an account has (history.py)."""
+    deleted = list(getattr(account, "deleted_customer_ids", ()))
+    seed = int(getattr(account, "seed", 0))
     store.bulk_load(mode, account.customers, account.payment_methods)
-    store.mark_deleted(mode, getattr(account, "deleted_customer_ids", ()))
+    with store.lock:
+        data = store.mode(mode)
+        with data.events.suspended():  # the history below dates these deletions
+            store.mark_deleted(mode, deleted)
+        add_seeded_history(data, account.customers, account.payment_methods, deleted, seed=seed)
     other = getattr(account, "live_customers", ())
     if other:
-        store.bulk_load("live" if mode == "test" else "test", other)
+        other_mode = "live" if mode == "test" else "test"
+        store.bulk_load(other_mode, other)
+        with store.lock:
+            add_seeded_history(store.mode(other_mode), other, (), (), seed=seed)
     return len(account.customers), len(account.payment_methods)
 
 

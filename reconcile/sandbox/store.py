@@ -3,11 +3,16 @@
 Customers live in a list sorted by `key` (created, then insertion order), so a list page is
 two bisections and a slice at any depth: O(log N + page size). Records are compact slotted
 objects; the full Stripe JSON is built only when a record is served (see objects.py).
+
+Every write through a `ModeStore` method emits Stripe's events into the mode's `EventLog`
+(events.py); bulk loads do not (they put an account in place; see history.py for the
+events a seeded account comes with).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import secrets
 import string
 import threading
@@ -18,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.sandbox.clock import SandboxClock
+from reconcile.sandbox.events import EventFaults, EventLog, changed_keys
+from reconcile.sandbox.ordering import SEQ_BITS, key_bounds, sort_key
 
 __all__ = [
     "IDEMPOTENCY_TTL_SECONDS",
@@ -36,7 +43,6 @@ __all__ = [
 ]
 
 MODES = ("test", "live")
-_SEQ_BITS = 32
 _ID_ALPHABET = string.ascii_letters + string.digits
 _IDEMPOTENCY_CAPACITY = 100_000
 # Stripe keeps a key's result for at least 24 hours, then forgets it: the same key then
@@ -64,11 +70,6 @@ def new_id(prefix: str, length: int = 14) -> str:
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
-def sort_key(created: int, seq: int) -> int:
-    """One int orders by `created`, then by insertion: cheap to compare and to bisect."""
-    return (created << _SEQ_BITS) | seq
-
-
 @dataclass(slots=True, eq=False)
 class CustomerRecord:
     id: str
@@ -82,6 +83,22 @@ class CustomerRecord:
     default_payment_method: str | None = None
     balance: int = 0  # Stripe's customer balance, in the smallest currency unit
     deleted: bool = False
+
+    def snapshot(self) -> CustomerRecord:
+        """A copy as the customer is now (what an event shows); later writes leave it be."""
+        return CustomerRecord(
+            self.id,
+            self.created,
+            self.key,
+            self.email,
+            self.name,
+            self.phone,
+            self.description,
+            dict(self.metadata),
+            self.default_payment_method,
+            self.balance,
+            self.deleted,
+        )
 
 
 @dataclass(slots=True, eq=False)
@@ -103,6 +120,24 @@ class PaymentMethodRecord:
     # for bank methods, `billing_details` when given. None for most cards (kept compact).
     extra: dict[str, Any] | None = None
 
+    def snapshot(self) -> PaymentMethodRecord:
+        return PaymentMethodRecord(
+            self.id,
+            self.created,
+            self.key,
+            self.customer,
+            self.brand,
+            self.last4,
+            self.exp_month,
+            self.exp_year,
+            self.fingerprint,
+            self.funding,
+            dict(self.metadata),
+            self.cvc_check,
+            self.type,
+            None if self.extra is None else dict(self.extra),
+        )
+
 
 @dataclass(slots=True, eq=False)
 class SubscriptionRecord:
@@ -116,6 +151,18 @@ class SubscriptionRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     canceled_at: int | None = None
     trial_end: int | None = None
+
+    def snapshot(self) -> SubscriptionRecord:
+        return SubscriptionRecord(
+            self.id,
+            self.created,
+            self.customer,
+            list(self.prices),
+            self.status,
+            dict(self.metadata),
+            self.canceled_at,
+            self.trial_end,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +183,13 @@ def _by_key(record: CustomerRecord) -> int:
 class ModeStore:
     """The data of one mode (test or live); never touches the other mode's records."""
 
-    def __init__(self, mode: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, mode: str, clock: Callable[[], float], event_faults: EventFaults | None = None
+    ) -> None:
         self.mode = mode
         self._clock = clock
         self._seq = 0
+        self.events = EventLog(clock, event_faults or EventFaults())
         self.customers: dict[str, CustomerRecord] = {}  # deleted ones stay, for retrieve
         self._index: list[CustomerRecord] = []  # live customers, ascending by key
         self._by_email: dict[str, list[CustomerRecord]] = {}  # lowercased email
@@ -215,25 +265,34 @@ class ModeStore:
         )
         self.customers[record.id] = record
         self._index_insert(record)
+        self.events.emit("customer.created", record)
         return record
 
     def update_customer(self, record: CustomerRecord, changes: Mapping[str, Any]) -> None:
         """Apply already-validated changes; the email and metadata indexes follow them (the
-        sorted index does not move: `created` never changes)."""
+        sorted index does not move: `created` never changes). A real change emits
+        `customer.updated` with the changed attributes' old values."""
+        previous = _customer_previous(record, changes)
         self._secondary_remove(record)
         for name, value in changes.items():
             setattr(record, name, value)
         self._secondary_insert(record)
+        if previous:
+            self.events.emit("customer.updated", record, previous)
 
     def delete_customer(self, record: CustomerRecord) -> None:
         self._index_remove(record)
-        record.deleted = True
-        for method in self._pms_by_customer.pop(record.id, []):
-            method.customer = None
         # Stripe cancels a deleted customer's subscriptions at once, whatever their status.
         for subscription in self._subs_by_customer.get(record.id, ()):
             if subscription.status not in TERMINAL_SUBSCRIPTION_STATUSES:
                 self.set_subscription_status(subscription, "canceled")
+        # The event shows the whole customer as it was, without `deleted` (as Stripe's do).
+        self.events.emit("customer.deleted", record)
+        record.deleted = True
+        # Stripe detaches the payment methods too; it is not confirmed that it emits
+        # payment_method.detached for them, so the sandbox does not.
+        for method in self._pms_by_customer.pop(record.id, []):
+            method.customer = None
 
     def list_customers(
         self,
@@ -245,7 +304,7 @@ class ModeStore:
         ending_before: CustomerRecord | None = None,
     ) -> tuple[list[CustomerRecord], bool]:
         """A page, newest first, and whether more lie beyond it in the paging direction."""
-        low, high = _key_bounds(created)
+        low, high = key_bounds(created)
         if starting_after is not None:
             high = min(high, starting_after.key)
         if ending_before is not None:
@@ -351,17 +410,54 @@ class ModeStore:
     def attach(self, method: PaymentMethodRecord, customer_id: str) -> None:
         method.customer = customer_id
         self._pms_by_customer.setdefault(customer_id, []).append(method)
+        self.events.emit("payment_method.attached", method)
 
     def detach(self, method: PaymentMethodRecord) -> None:
+        """Detach; a customer whose default it was loses its default, which emits
+        `customer.updated` (invoice_settings) after `payment_method.detached`."""
         if method.customer is None:
             return
         owner = self.customers.get(method.customer)
         methods = self._pms_by_customer.get(method.customer, [])
         if method in methods:
             methods.remove(method)
-        if owner is not None and owner.default_payment_method == method.id:
-            owner.default_payment_method = None
+        previous_owner = method.customer
         method.customer = None
+        self.events.emit("payment_method.detached", method, {"customer": previous_owner})
+        if owner is not None and owner.default_payment_method == method.id:
+            self.update_customer(owner, {"default_payment_method": None})
+
+    def update_payment_method(
+        self, method: PaymentMethodRecord, changes: Mapping[str, Any], *, automatic: bool = False
+    ) -> None:
+        """Apply already-validated changes: `metadata` (merged already), `exp_month`,
+        `exp_year`, `last4`, `billing_details`. Emits `payment_method.updated`, or with
+        `automatic` (a card network's updater) `payment_method.automatically_updated`."""
+        previous: dict[str, Any] = {}
+        card: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name in ("exp_month", "exp_year", "last4"):
+                if getattr(method, name) != value:
+                    card[name] = getattr(method, name)
+                    setattr(method, name, value)
+            elif name == "metadata":
+                changed = changed_keys(method.metadata, value)
+                if changed:
+                    previous["metadata"] = changed
+                    method.metadata = dict(value)
+            elif name == "billing_details":
+                old = (method.extra or {}).get("billing_details") or _EMPTY_BILLING
+                changed = _nested_changes(old, value)
+                if changed:
+                    previous["billing_details"] = changed
+                    method.extra = {**(method.extra or {}), "billing_details": dict(value)}
+            else:
+                raise ValueError(f"payment method {method.id}: {name!r} cannot be updated")
+        if card:
+            previous["card"] = card
+        if previous:
+            kind = "automatically_updated" if automatic else "updated"
+            self.events.emit(f"payment_method.{kind}", method, previous)
 
     def payment_methods_of(
         self, customer_id: str, kind: str | None = None
@@ -394,6 +490,7 @@ class ModeStore:
         old = self.subscriptions.get(subscription_id)
         if old is not None:
             self._subs_by_customer.get(old.customer, []).remove(old)
+        quiet = self.events.suspended() if old is not None else contextlib.nullcontext()
         when = self.now() if created is None else created
         record = SubscriptionRecord(
             subscription_id,
@@ -403,18 +500,41 @@ class ModeStore:
             metadata=dict(metadata or {}),
             trial_end=trial_end,
         )
-        self.set_subscription_status(record, status)
+        with self.events.suspended():  # a new subscription starts in its status
+            self.set_subscription_status(record, status)
         self.subscriptions[record.id] = record
         mine = self._subs_by_customer.setdefault(customer_id, [])
         mine.append(record)
         mine.sort(key=lambda s: s.created)  # oldest first; loads may come in any order
+        with quiet:  # replacing a record (a load) is not a write
+            self.events.emit("customer.subscription.created", record)
         return record
 
     def set_subscription_status(self, record: SubscriptionRecord, status: str) -> None:
+        """A status change emits `customer.subscription.updated`, or `.deleted` when the
+        subscription is canceled (Stripe's event for a subscription that ended)."""
         check_subscription_status(status)
+        old_status, old_canceled_at = record.status, record.canceled_at
         if status == "canceled" and record.status != "canceled":
             record.canceled_at = self.now()
         record.status = status
+        if status == old_status:
+            return
+        if status == "canceled":
+            self.events.emit("customer.subscription.deleted", record)
+            return
+        previous: dict[str, Any] = {"status": old_status}
+        if record.canceled_at != old_canceled_at:
+            previous["canceled_at"] = old_canceled_at
+        if (status in TERMINAL_SUBSCRIPTION_STATUSES) != (
+            old_status in TERMINAL_SUBSCRIPTION_STATUSES
+        ):
+            previous["ended_at"] = (
+                (old_canceled_at or record.created)
+                if old_status in TERMINAL_SUBSCRIPTION_STATUSES
+                else None
+            )
+        self.events.emit("customer.subscription.updated", record, previous)
 
     def subscriptions_of(self, customer_id: str) -> list[SubscriptionRecord]:
         """The customer's subscriptions, newest first."""
@@ -431,9 +551,19 @@ class ModeStore:
 
         A subscription is `{"customer", "status"?, "id"?, "created"?, "items"?:
         [{"price", "quantity"?}], "metadata"?, "trial_end"?}`; one with an existing id
-        replaces it (how a test moves a subscription to another status)."""
+        replaces it (how a test moves a subscription to another status). A load emits no
+        events: the records are the account as it already is."""
+        with self.events.suspended():
+            self._bulk_load(customers, payment_methods, subscriptions)
+
+    def _bulk_load(
+        self,
+        customers: Sequence[Mapping[str, Any]],
+        payment_methods: Sequence[Mapping[str, Any]],
+        subscriptions: Sequence[Mapping[str, Any]],
+    ) -> None:
         seq = self._seq
-        shift = _SEQ_BITS
+        shift = SEQ_BITS
         fresh: list[CustomerRecord] = []
         existing = self.customers
         for item in customers:
@@ -493,7 +623,7 @@ class ModeStore:
         )
 
     def reset(self) -> None:
-        self.__init__(self.mode, self._clock)  # type: ignore[misc]
+        self.__init__(self.mode, self._clock, self.events.faults)  # type: ignore[misc]
 
     def idempotent_result(self, key: str) -> IdempotentResult | None:
         """The stored result for `key`, or None when there is none or it is 24 hours old."""
@@ -523,6 +653,52 @@ def check_subscription_status(status: str) -> None:
         )
 
 
+_EMPTY_BILLING: dict[str, Any] = {
+    "address": {
+        name: None for name in ("city", "country", "line1", "line2", "postal_code", "state")
+    },
+    "email": None,
+    "name": None,
+    "phone": None,
+    "tax_id": None,
+}
+
+
+def _customer_previous(record: CustomerRecord, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`previous_attributes` of a customer update, in Stripe's JSON shape: changed keys of
+    `metadata` only, the default payment method under `invoice_settings`."""
+    previous: dict[str, Any] = {}
+    for name, value in changes.items():
+        old = getattr(record, name)
+        if name == "metadata":
+            changed = changed_keys(old, value)
+            if changed:
+                previous["metadata"] = changed
+        elif old == value:
+            continue
+        elif name == "default_payment_method":
+            previous["invoice_settings"] = {"default_payment_method": old}
+        else:
+            previous[name] = old
+    return previous
+
+
+def _nested_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Stripe's `previous_attributes` for a changed nested object: the changed leaves with
+    their old values (`None` where there was none), nested objects only as deep as they
+    changed."""
+    changed: dict[str, Any] = {}
+    for key in old.keys() | new.keys():
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            changed[key] = _nested_changes(before, after)
+        else:
+            changed[key] = before
+    return changed
+
+
 def _remove_from(
     index: dict[str, list[CustomerRecord]], value: str, record: CustomerRecord
 ) -> None:
@@ -537,24 +713,6 @@ def _remove_from(
         del index[value]
 
 
-def _key_bounds(created: int | Mapping[str, int] | None) -> tuple[int, int]:
-    """Half-open [low, high) bounds on `key` for a `created` filter."""
-    low, high = 0, 1 << 96
-    if created is None:
-        return low, high
-    if isinstance(created, int):
-        return sort_key(created, 0), sort_key(created + 1, 0)
-    if "gte" in created:
-        low = max(low, sort_key(created["gte"], 0))
-    if "gt" in created:
-        low = max(low, sort_key(created["gt"] + 1, 0))
-    if "lte" in created:
-        high = min(high, sort_key(created["lte"] + 1, 0))
-    if "lt" in created:
-        high = min(high, sort_key(created["lt"], 0))
-    return low, high
-
-
 class SandboxStore:
     """Both modes' data behind one lock (the server's loop and test threads share it)."""
 
@@ -562,7 +720,11 @@ class SandboxStore:
         self.lock = threading.RLock()
         # Every mode reads this one clock; tests move it with `clock.advance(...)`.
         self.clock = clock if isinstance(clock, SandboxClock) else SandboxClock(clock)
-        self.modes: dict[str, ModeStore] = {mode: ModeStore(mode, self.clock) for mode in MODES}
+        # How the next events go wrong (late, backdated, dropped), whichever mode emits them.
+        self.event_faults = EventFaults()
+        self.modes: dict[str, ModeStore] = {
+            mode: ModeStore(mode, self.clock, self.event_faults) for mode in MODES
+        }
 
     def mode(self, mode: str) -> ModeStore:
         try:
@@ -576,14 +738,27 @@ class SandboxStore:
         customers: Sequence[Mapping[str, Any]],
         payment_methods: Sequence[Mapping[str, Any]] = (),
         subscriptions: Sequence[Mapping[str, Any]] = (),
-    ) -> None:
+        *,
+        history: bool = False,
+    ) -> int:
+        """Load records as the account already is: no events, unless `history`, which adds
+        the events Stripe would list for them (those of the last 30 days: created,
+        attached, default set, subscription created). Returns the events added."""
         with self.lock:
-            self.mode(mode).bulk_load(customers, payment_methods, subscriptions)
+            data = self.mode(mode)
+            data.bulk_load(customers, payment_methods, subscriptions)
+            if not history:
+                return 0
+            from reconcile.sandbox.history import add_history  # it imports this module
+
+            return add_history(data, customers, payment_methods, subscriptions)
 
     def reset(self) -> None:
-        """Empty both modes and put the clock back on its base time."""
+        """Empty both modes (events included), clear the event faults and put the clock
+        back on its base time."""
         with self.lock:
             self.clock.reset()
+            self.event_faults.clear()
             for store in self.modes.values():
                 store.reset()
 
@@ -602,7 +777,8 @@ class SandboxStore:
             data = self.mode(mode)
             if customer_id not in data.customers:
                 raise ValueError(f"no customer {customer_id!r} in {mode} mode")
-            return data.add_subscription(customer_id, prices, metadata, status=status)
+            with data.events.write():
+                return data.add_subscription(customer_id, prices, metadata, status=status)
 
     def set_subscription_status(self, mode: str, subscription_id: str, status: str) -> None:
         with self.lock:
@@ -610,7 +786,38 @@ class SandboxStore:
             record = data.subscriptions.get(subscription_id)
             if record is None:
                 raise ValueError(f"no subscription {subscription_id!r} in {mode} mode")
-            data.set_subscription_status(record, status)
+            with data.events.write():
+                data.set_subscription_status(record, status)
+
+    def update_card(
+        self,
+        mode: str,
+        method_id: str,
+        *,
+        exp_month: int,
+        exp_year: int,
+        last4: str | None = None,
+    ) -> PaymentMethodRecord:
+        """What a card network's updater does: the card's expiry (and maybe its last four
+        digits) change without any API request, and `payment_method.automatically_updated`
+        is emitted."""
+        with self.lock:
+            data = self.mode(mode)
+            method = data.payment_methods.get(method_id)
+            if method is None or method.type != "card":
+                raise ValueError(f"no card payment method {method_id!r} in {mode} mode")
+            if not 1 <= int(exp_month) <= 12:
+                raise ValueError(f"exp_month must be 1 to 12, got {exp_month!r}")
+            if not 2000 <= int(exp_year) <= 2100:
+                raise ValueError(f"exp_year must be a four-digit year, got {exp_year!r}")
+            changes: dict[str, Any] = {"exp_month": int(exp_month), "exp_year": int(exp_year)}
+            if last4 is not None:
+                if not (len(str(last4)) == 4 and str(last4).isdigit()):
+                    raise ValueError(f"last4 must be four digits, got {last4!r}")
+                changes["last4"] = str(last4)
+            with data.events.write():
+                data.update_payment_method(method, changes, automatic=True)
+            return method
 
     def mark_deleted(self, mode: str, customer_ids: Iterable[str]) -> None:
         """Delete customers as the API would (they leave lists, retrieve says deleted)."""
@@ -619,7 +826,8 @@ class SandboxStore:
             for customer_id in customer_ids:
                 record = store.customers.get(customer_id)
                 if record is not None and not record.deleted:
-                    store.delete_customer(record)
+                    with store.events.write():
+                        store.delete_customer(record)
 
     def customer(self, mode: str, customer_id: str) -> CustomerRecord | None:
         with self.lock:

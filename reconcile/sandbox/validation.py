@@ -16,6 +16,7 @@ __all__ = [
     "check_account_number",
     "check_card",
     "check_email",
+    "check_expiry",
     "check_iban",
     "check_metadata",
     "check_routing_number",
@@ -126,6 +127,11 @@ def check_card(
         raise card_error(
             "Your card number is incorrect.", code="incorrect_number", param="card[number]"
         )
+    return digits, check_expiry(exp_month, exp_year, this_year=this_year, this_month=this_month)
+
+
+def check_expiry(exp_month: int, exp_year: int, *, this_year: int, this_month: int) -> int:
+    """The four-digit expiry year of a card not yet expired; Stripe's 402 otherwise."""
     if not 1 <= exp_month <= 12:
         raise card_error(
             "Your card's expiration month is invalid.",
@@ -146,7 +152,7 @@ def check_card(
             code="invalid_expiry_month",
             param="card[exp_month]",
         )
-    return digits, exp_year
+    return exp_year
 
 
 def check_iban(iban: str) -> str:
