@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from jobs.state import TABLE_PREFIX, UTCDateTime, utc_now
 from reconcile.findings import STRING_DTYPE
+from reconcile.schema import create_tables
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -49,8 +50,11 @@ class Outcome:
     # Written before the write is sent, and replaced by the final outcome after it: a run
     # killed in between leaves this row, so no write ever goes unaudited.
     STARTED = "started"
-    APPLIED = "applied"  # the write happened (or Stripe replayed its first result)
+    APPLIED = "applied"  # the write happened (a replayed answer only once read back)
     UNCHANGED = "unchanged"  # nothing to write any more (e.g. someone linked the user meanwhile)
+    # Not written: what the action was planned on changed since the listing (the customer
+    # deleted, a default chosen meanwhile); `error` holds the reason.
+    SKIPPED = "skipped"
     FAILED = "failed"
 
 
@@ -140,7 +144,7 @@ class AuditLog:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.engine = engine
         self._clock = clock
-        audit_metadata.create_all(engine, checkfirst=True)
+        create_tables(audit_metadata, engine)
         self.recorded: list[AuditEntry] = []
 
     def record(

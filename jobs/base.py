@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -12,15 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from reconcile.checkpoints import RunInterrupted
 from reconcile.findings import empty_findings
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB
 
 if TYPE_CHECKING:
-    from jobs.state import StateStore
+    from jobs.state import Lease, StateStore
     from reconcile.gateway import StripeGateway
 
-__all__ = ["Job", "JobContext", "JobResult"]
+__all__ = ["STOP_OPTION", "Job", "JobContext", "JobResult", "LeaseLostError"]
+
+
+class LeaseLostError(RunInterrupted):
+    """Another run took this job's lease over: this run stops before its next write."""
+
+
+# A threading.Event in a run's options: set, the run stops at its next stored page and
+# before its next write (SIGTERM/SIGINT to `run`, `serve` shutting down).
+STOP_OPTION = "stop_event"
 
 
 @dataclass
@@ -37,6 +48,32 @@ class JobContext:
     # Wall seconds of the run's phases (e.g. "listing": paging Stripe's customers), for
     # summary.json: where a slow run spent its time.
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # The job's lease (held by `execute_job`); None where a context is built without one.
+    lease: Lease | None = None
+
+    def check_lease(self) -> None:
+        """Raise LeaseLostError unless this run still holds its lease, RunInterrupted once
+        it was asked to stop; call before a write.
+
+        Asks the state DB, not only the renewal thread's flag: a takeover must stop the
+        very next write, not one up to a renewal period later.
+        """
+        stop = self.options.get(STOP_OPTION)
+        if isinstance(stop, threading.Event) and stop.is_set():
+            # SIGTERM/SIGINT (run) or serve shutting down: no write starts after it.
+            raise RunInterrupted(
+                "stopped by a signal before the next write; run the job again with --resume "
+                "to continue"
+            )
+        lease = self.lease
+        if lease is None:
+            return
+        holder = None if lease.lost else self.state.lock_holder(lease.job)
+        if holder is None or holder.owner != lease.owner:
+            raise LeaseLostError(
+                f"the {lease.job} lease was taken over by another run: this run stopped "
+                "before its next write; check `runs` for the run holding it"
+            )
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -1,27 +1,36 @@
 """`stripe-reconcile customer ...`: one customer at a time, for day-to-day use.
 
 Thin shells over reconcile.customer_ops. Writes are refused in live mode without
---confirm-live (or STRIPE_RECONCILE_CONFIRM_LIVE=1) and land in the audit log.
+--confirm-live (or STRIPE_RECONCILE_CONFIRM_LIVE=1) and land in the audit log: the
+`started` row is written before the write is sent (no audit row, no write), and replaced
+by the outcome after. Each invocation is its own intent (its run id) for the keys.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import sqlalchemy as sa
 
-from jobs.apply import CONFIRM_LIVE_ENV, confirm_live_from_env
+from jobs.apply import CONFIRM_LIVE_ENV, live_confirmed
 from jobs.audit import AuditLog, Outcome
 from jobs.cli_support import ReconcileGroup, config_option, load
-from reconcile.errors import ConfigError
+from reconcile.errors import ConfigError, ReconcileError
 from reconcile.gateway import StripeGateway
+from reconcile.logs import redact_text
 from reconcile.mode import Mode
 from reconcile.settings import Settings
+from reconcile.userdb import safe_url
+
+if TYPE_CHECKING:
+    from reconcile.customer_ops import WriteRecord
 
 __all__ = ["customer", "customer_fields"]
 
@@ -85,30 +94,69 @@ class _Session:
         return self.settings.userdb.user_id_metadata_key
 
     def require_write(self, confirm_live: bool) -> None:
-        if self.gateway.mode is Mode.LIVE and not (
-            confirm_live or confirm_live_from_env(os.environ)
+        # The variable is read in every mode, so a malformed value is refused even where
+        # --confirm-live (or a test key) would not need it.
+        if not live_confirmed({"confirm_live": confirm_live}, os.environ) and (
+            self.gateway.mode is Mode.LIVE
         ):
             raise ConfigError(
                 f"live mode (key {self.gateway.masked_key}): this write needs --confirm-live "
                 f"(or {CONFIRM_LIVE_ENV}=1); nothing was written"
             )
 
-    def audit(self, action: str, customer_id: str, **fields: Any) -> None:
+    @contextmanager
+    def audited(self, record: WriteRecord) -> Iterator[WriteRecord]:
+        """The `started` row before the write (ConfigError, and nothing sent, when it
+        cannot be written), the outcome after."""
         from jobs.state import StateStore
 
         store = StateStore(self.settings.state.url)
         try:
-            AuditLog(store.engine).record(
+            log = AuditLog(store.engine)
+            row = log.begin(
                 run_id=self.run_id,
                 job="customer",
-                action=action,
-                outcome=Outcome.APPLIED,
-                customer_id=customer_id,
-                stripe_request_id=self.gateway.last_request_id(),
-                **fields,
+                action=record.action,
+                customer_id=record.customer_id,
+                user_id=record.user_id,
+                before=record.before,
+                idempotency_key=record.idempotency_key,
             )
+        except sa.exc.SQLAlchemyError as exc:
+            store.close()
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"[state] url {safe_url(self.settings.state.url)}: the audit row cannot be "
+                f"written ({cause}); nothing was sent to Stripe: make the state database "
+                "writable and run the command again"
+            ) from None
+        try:
+            yield record
+        except ReconcileError as exc:
+            self._finish(log, row, record, Outcome.FAILED, error=redact_text(exc.message))
+            raise
+        else:
+            self._finish(log, row, record, record.outcome)
         finally:
             store.close()
+
+    def _finish(
+        self, log: AuditLog, row: int, record: WriteRecord, outcome: str, error: str | None = None
+    ) -> None:
+        log.finish(
+            row,
+            run_id=self.run_id,
+            job="customer",
+            action=record.action,
+            outcome=outcome,
+            customer_id=record.customer_id,
+            user_id=record.user_id,
+            before=record.before,
+            after=record.after,
+            idempotency_key=record.idempotency_key,
+            stripe_request_id=self.gateway.last_request_id(),
+            error=error,
+        )
 
 
 @click.group(cls=ReconcileGroup)
@@ -171,17 +219,11 @@ def get_or_create_command(
         user_id,
         email,
         name,
+        intent=session.run_id,
+        audit=session.audited,
         metadata_key=session.metadata_key,
         scope=session.settings.userdb.scope,
     )
-    if result.created:
-        session.audit(
-            "create_customer",
-            str(result.customer["id"]),
-            user_id=user_id,
-            after={"customer_id": result.customer["id"]},
-            idempotency_key=result.idempotency_key,
-        )
     _echo([result.customer], session.metadata_key, as_json)
 
 
@@ -206,12 +248,8 @@ def update_metadata_command(
     changes = parse_metadata_pairs(pairs)
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
-    updated, key = update_metadata(session.gateway, customer_id, changes)
-    session.audit(
-        "update_metadata",
-        customer_id,
-        after={"metadata": {k: (updated.get("metadata") or {}).get(k) for k in changes}},
-        idempotency_key=key,
+    updated, _key = update_metadata(
+        session.gateway, customer_id, changes, intent=session.run_id, audit=session.audited
     )
     _echo([updated], session.metadata_key, as_json)
 
@@ -239,12 +277,12 @@ def attach_pm(
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
     updated = attach_payment_method(
-        session.gateway, customer_id, payment_method_id, default=make_default
-    )
-    session.audit(
-        "attach_payment_method",
+        session.gateway,
         customer_id,
-        after={"payment_method": payment_method_id, "default": make_default},
+        payment_method_id,
+        intent=session.run_id,
+        audit=session.audited,
+        default=make_default,
     )
     _echo([updated], session.metadata_key, as_json)
 
@@ -262,6 +300,10 @@ def delete(
 
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
-    deleted = delete_customer(session.gateway, customer_id)
-    session.audit("delete_customer", customer_id, after={"deleted": bool(deleted.get("deleted"))})
-    click.echo(f"deleted {customer_id}")
+    deletion = delete_customer(
+        session.gateway, customer_id, intent=session.run_id, audit=session.audited
+    )
+    if deletion.deleted_now:
+        click.echo(f"deleted {customer_id}")
+    else:
+        click.echo(f"{customer_id} was already deleted; nothing to do")

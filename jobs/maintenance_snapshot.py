@@ -5,6 +5,9 @@ listing (jobs.resume), keyed by the job's name, with its upper bound one second 
 run's start. A resumed run must see customers that the run it resumes created a moment
 earlier, or it would plan to create them again: its adopted listing gets one more window,
 up to this run's bound.
+
+The snapshot keeps its listing's id: the intent of every write planned from it (see
+`reconcile.idempotency`), the same for a run and the runs that resume its listing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Snapshot:
     records: dict[str, dict[str, Any]]  # customer id -> the listing's object
     findings: pd.DataFrame
     causes: dict[str, MissingCause]  # missing customer id -> why
+    # The listing's id: this run's id, or the resumed run's (it survives adoption).
+    listing_id: str
 
     def facts(self) -> dict[str, Any]:
         return {"customers_scanned": len(self.customers), "users_scanned": len(self.users)}
@@ -44,7 +49,7 @@ def read_snapshot(ctx: JobContext, job: str, extra_metadata_keys: Sequence[str] 
     settings = ctx.settings.userdb
     users = ctx.userdb.read_users()
     keys = [*metadata_keys_needed(settings), *extra_metadata_keys]
-    listed, _listing = list_customers(ctx, job, bound_offset=1, extend_on_resume=True)
+    listed, listing = list_customers(ctx, job, bound_offset=1, extend_on_resume=True)
     records = {record["id"]: record for record in listed}
     del listed
     if records:
@@ -61,4 +66,4 @@ def read_snapshot(ctx: JobContext, job: str, extra_metadata_keys: Sequence[str] 
     config = compare_config(settings, ctx.gateway.mode)
     findings = compare_all(customers, users, config, causes)
     log.info("snapshot read", customers=len(customers), users=len(users), findings=len(findings))
-    return Snapshot(users, customers, records, findings, causes)
+    return Snapshot(users, customers, records, findings, causes, listing.listing_id)

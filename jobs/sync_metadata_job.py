@@ -1,16 +1,68 @@
-"""sync-metadata: push the mapped user columns (and optionally email and name) to Stripe."""
+"""sync-metadata: push the mapped user columns (and optionally email and name) to Stripe.
+
+Each update is recomputed, just before it is sent, from the customer and the user row as
+they are then (`recheck_update`): the listing may be old, and someone may have changed
+either meanwhile.
+"""
 
 from __future__ import annotations
 
-from jobs.apply import ActionDone, PlannedAction, carry_out
+from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
+from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
 from reconcile.findings import FindingKind
-from reconcile.plans import ACTION_UPDATE_CUSTOMER, SyncOptions, plan_sync_metadata
+from reconcile.idempotency import rekey, unmet_params
+from reconcile.plans import (
+    ACTION_UPDATE_CUSTOMER,
+    SyncOptions,
+    plan_sync_metadata,
+    replan_sync_update,
+)
 
-__all__ = ["JOB", "update_customer"]
+__all__ = ["JOB", "recheck_update", "update_customer"]
 
 NAME = "sync-metadata"
+
+
+def _options(ctx: JobContext) -> SyncOptions:
+    maintenance = ctx.settings.maintenance
+    return SyncOptions(
+        sync_email=maintenance.sync_email,
+        sync_name=maintenance.sync_name,
+        delete_when_null=maintenance.delete_when_null,
+        user_id_metadata_key=ctx.settings.userdb.user_id_metadata_key,
+    )
+
+
+def recheck_update(ctx: JobContext, action: PlannedAction) -> PlannedAction | ActionDone:
+    """The update recomputed from the customer and the user row as they are now."""
+    customer = current_customer(ctx, action.customer_id)
+    if customer is None:
+        return skipped(f"customer {action.customer_id} was deleted")
+    if not action.user_id:
+        # Several users map to the customer: no one row to recompute from, only compare.
+        changed = unmet_params(customer, action.before)
+        if changed:
+            return skipped(f"customer {action.customer_id}'s {', '.join(changed)} changed")
+        return action
+    user = ctx.userdb.read_user(action.user_id)
+    fresh = replan_sync_update(action.params, customer, user, _options(ctx))
+    if fresh.skip:
+        return skipped(fresh.skip)
+    if not fresh.params:
+        return ActionDone(after={}, outcome=Outcome.UNCHANGED)
+    if dict(fresh.params) == action.params and dict(fresh.before) == action.before:
+        return action
+    return PlannedAction(
+        action=action.action,
+        customer_id=action.customer_id,
+        user_id=action.user_id,
+        params=dict(fresh.params),
+        before=dict(fresh.before),
+        reason=action.reason + " (re-planned: changed since the listing)",
+        idempotency_key=rekey(action.idempotency_key, fresh.params, fresh.before),
+    )
 
 
 def update_customer(ctx: JobContext, action: PlannedAction) -> ActionDone:
@@ -37,22 +89,15 @@ def run(ctx: JobContext) -> JobResult:
         for cid in set(stale["customer_id"].astype(str))
         if cid in snapshot.records
     }
-    maintenance = ctx.settings.maintenance
     plan = plan_sync_metadata(
-        stale,
-        current,
-        SyncOptions(
-            sync_email=maintenance.sync_email,
-            sync_name=maintenance.sync_name,
-            delete_when_null=maintenance.delete_when_null,
-        ),
-        job=NAME,
+        stale, current, _options(ctx), intent=snapshot.listing_id, job=NAME
     )
     return carry_out(
         ctx,
         NAME,
         plan,
         {ACTION_UPDATE_CUSTOMER: update_customer},
+        rechecks={ACTION_UPDATE_CUSTOMER: recheck_update},
         findings=stale,
         facts=snapshot.facts(),
     )

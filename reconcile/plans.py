@@ -2,7 +2,8 @@
 
 A plan has one row per action (`PLAN_COLUMNS`): `action`, `customer_id`, `user_id`,
 `params` and `before` (JSON objects), `reason` (one sentence) and `idempotency_key`
-(derived from the data, see `reconcile.idempotency`). Rows whose action is `skip` are
+(derived from the data and the plan's intent, see `reconcile.idempotency`: every planner
+takes `intent`, the id of the listing it plans from). Rows whose action is `skip` are
 reported, never carried out: they say why a change the job would make is not safe or
 not possible (Stripe's metadata limits, several matches, only expired cards, ...).
 
@@ -13,7 +14,7 @@ planning again from fresh snapshots yields no action (only skips).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
@@ -36,6 +37,7 @@ __all__ = [
     "PLAN_COLUMNS",
     "DedupeFacts",
     "SyncOptions",
+    "SyncReplan",
     "card_is_expired",
     "empty_plan",
     "plan_dedupe",
@@ -44,6 +46,7 @@ __all__ = [
     "plan_link_users",
     "plan_params",
     "plan_sync_metadata",
+    "replan_sync_update",
     "writes_in",
 ]
 
@@ -83,7 +86,7 @@ def empty_plan() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series([], dtype=STRING_DTYPE) for column in PLAN_COLUMNS})
 
 
-def _plan(job: str, rows: Iterable[_Row]) -> pd.DataFrame:
+def _plan(job: str, intent: str, rows: Iterable[_Row]) -> pd.DataFrame:
     records = []
     for row in rows:
         key_object = row.key_object or row.customer_id or f"user:{row.user_id}"
@@ -96,7 +99,7 @@ def _plan(job: str, rows: Iterable[_Row]) -> pd.DataFrame:
                 "before": canonical_json(row.before),
                 "reason": row.reason,
                 "idempotency_key": idempotency_key(
-                    job, key_object, row.action, row.params, state=row.before
+                    job, key_object, row.action, row.params, state=row.before, intent=intent
                 ),
             }
         )
@@ -132,12 +135,16 @@ class SyncOptions:
     sync_email: bool = False
     sync_name: bool = False
     delete_when_null: bool = True
+    # The metadata key that holds the user's own id: its value is the user id, not a column.
+    user_id_metadata_key: str = "user_id"
 
 
 def plan_sync_metadata(
     findings: pd.DataFrame,
     current_metadata: Mapping[str, Mapping[str, str]],
     options: SyncOptions,
+    *,
+    intent: str,
     job: str = "sync-metadata",
 ) -> pd.DataFrame:
     """One `update_customer` per customer with stale fields, all its changes merged.
@@ -196,7 +203,89 @@ def plan_sync_metadata(
             continue
         reason = f"sync {', '.join(sorted(fields))} from user {user_id}"
         rows.append(_Row(ACTION_UPDATE_CUSTOMER, cid, user_id, params, before, reason))
-    return _plan(job, rows)
+    return _plan(job, intent, rows)
+
+
+@dataclass(frozen=True)
+class SyncReplan:
+    """A planned sync-metadata update checked against the customer and the user as they
+    are now: `params` and `before` to write (empty: nothing left to write), or `skip`, the
+    reason it must not be written."""
+
+    params: Mapping[str, Any]
+    before: Mapping[str, Any]
+    skip: str = ""
+
+
+def _held(value: Any) -> str:
+    # A blank value and an absent one are the same to the comparison (compare_all).
+    text = _text(value)
+    return text if text.strip() else ""
+
+
+def replan_sync_update(
+    planned_params: Mapping[str, Any],
+    customer: Mapping[str, Any],
+    user: Mapping[str, Any] | None,
+    options: SyncOptions,
+) -> SyncReplan:
+    """The fields of a planned update, recomputed from the fresh customer and the fresh
+    user row (snapshot form: `email`, `name`, `customer_id`, `deleted`, `meta.<key>`).
+
+    Only the fields the plan touched are looked at; each is written when the user's value
+    still differs from the customer's, with the customer's current value as `before`.
+    """
+    customer_id = _text(customer.get("id"))
+    if customer.get("deleted"):
+        return SyncReplan({}, {}, f"customer {customer_id} was deleted")
+    if user is None:
+        return SyncReplan({}, {}, "the user is no longer in the user DB")
+    if bool(user.get("deleted")):
+        return SyncReplan({}, {}, f"user {_text(user.get('user_id'))} is soft-deleted")
+    linked = _text(user.get("customer_id")).strip()
+    if linked and linked != customer_id:
+        return SyncReplan(
+            {}, {}, f"user {_text(user.get('user_id'))} now links to another customer"
+        )
+    current_metadata = dict(customer.get("metadata") or {})
+    metadata: dict[str, str] = {}
+    before_meta: dict[str, str | None] = {}
+    for key in planned_params.get("metadata") or {}:
+        wanted = _text(
+            user.get("user_id") if key == options.user_id_metadata_key else user.get(f"meta.{key}")
+        )
+        current = current_metadata.get(key)
+        if _held(wanted) == _held(current):
+            continue
+        if not _held(wanted):
+            if not options.delete_when_null:
+                continue
+            wanted = ""
+        metadata[key] = wanted
+        before_meta[key] = current or None
+    params: dict[str, Any] = {}
+    before: dict[str, Any] = {}
+    for field in ("email", "name"):
+        if field not in planned_params:
+            continue
+        wanted, current = _text(user.get(field)), _text(customer.get(field))
+        if not wanted.strip():
+            continue  # a NULL email or name is never pushed
+        same = (
+            wanted.strip().casefold() == current.strip().casefold()
+            if field == "email"
+            else wanted.strip() == current.strip()
+        )
+        if not same:
+            params[field] = wanted
+            before[field] = current or None
+    if metadata:
+        params["metadata"] = metadata
+        before["metadata"] = before_meta
+        problems = metadata_violations(metadata, current_metadata)
+        if problems:
+            return SyncReplan({}, {}, "Stripe would refuse it: " + "; ".join(problems))
+    return SyncReplan(params, before)
 
 
 # --- link-users ---------------------------------------------------------------------------
@@ -209,6 +298,7 @@ def plan_link_users(
     create_missing: bool = False,
     user_id_metadata_key: str = "user_id",
     scope: Mapping[str, str] | None = None,
+    intent: str,
     job: str = "link-users",
 ) -> pd.DataFrame:
     """`link_user` for each `unlinked_user` with exactly one match; ambiguous ones are skips.
@@ -270,7 +360,7 @@ def plan_link_users(
                     key_object=f"user:{user_id}",
                 )
             )
-    return _plan(job, rows)
+    return _plan(job, intent, rows)
 
 
 # --- dedupe -------------------------------------------------------------------------------
@@ -310,7 +400,9 @@ def _duplicate_groups(findings: pd.DataFrame) -> list[list[str]]:
     return sorted(sorted(members) for members in groups.values() if len(members) > 1)
 
 
-def plan_dedupe(findings: pd.DataFrame, facts: DedupeFacts, job: str = "dedupe") -> pd.DataFrame:
+def plan_dedupe(
+    findings: pd.DataFrame, facts: DedupeFacts, *, intent: str, job: str = "dedupe"
+) -> pd.DataFrame:
     """For each duplicate group: the canonical customer stays; the others are deleted when
     safe (no payment methods, no subscriptions, zero balance, not linked) and tagged
     `metadata.duplicate_of=<canonical>` otherwise.
@@ -339,7 +431,7 @@ def plan_dedupe(findings: pd.DataFrame, facts: DedupeFacts, job: str = "dedupe")
         for member in order["customer_id"].iloc[1:]:
             row = cast(pd.Series, table.loc[str(member)])
             rows.append(_dedupe_row(str(member), canonical, row))
-    return _plan(job, [row for row in rows if row is not None])
+    return _plan(job, intent, [row for row in rows if row is not None])
 
 
 def _dedupe_row(customer_id: str, canonical: str, row: pd.Series) -> _Row | None:
@@ -383,13 +475,19 @@ def plan_gdpr_delete(
     findings: pd.DataFrame,
     users: pd.DataFrame,
     missing_causes: Mapping[str, str],
+    *,
+    intent: str,
+    live_subscriptions: Mapping[str, Sequence[str]] | None = None,
     job: str = "gdpr-delete",
 ) -> pd.DataFrame:
     """`delete_customer` (then clear the link) for each soft-deleted user's customer, and
     `clear_link` where the customer a deleted user still points at is already deleted.
 
-    A customer that a non-deleted user links to is never deleted (skip). Rows hold ids only.
+    A customer that a non-deleted user links to is never deleted (skip), nor one with
+    subscriptions that are not over (`live_subscriptions`: customer id -> their statuses;
+    deleting would cancel them at once). Rows hold ids only.
     """
+    live = live_subscriptions or {}
     active_links = set(
         users.loc[
             (~users["deleted"].astype(bool) & users["customer_id"].notna()).to_numpy(),
@@ -414,6 +512,21 @@ def plan_gdpr_delete(
                     {},
                     ids,
                     "skipped: a user who is not deleted links to this customer; review manually",
+                )
+            )
+            continue
+        statuses = sorted(set(live.get(customer_id, ())))
+        if statuses:
+            rows.append(
+                _Row(
+                    ACTION_SKIP,
+                    customer_id,
+                    user_id,
+                    {},
+                    ids,
+                    f"skipped: {len(live[customer_id])} subscription(s) not over "
+                    f"({', '.join(statuses)}): deleting the customer would cancel them at "
+                    "once; cancel them (or keep the customer) first",
                 )
             )
             continue
@@ -442,7 +555,7 @@ def plan_gdpr_delete(
                 f"user {user_id} is soft-deleted and its customer is already deleted in Stripe",
             )
         )
-    return _plan(job, rows)
+    return _plan(job, intent, rows)
 
 
 # --- default-payment-method ---------------------------------------------------------------
@@ -457,18 +570,25 @@ def plan_default_payment_method(
     customers: pd.DataFrame,
     cards: pd.DataFrame,
     today: date,
+    *,
+    intent: str,
+    gone: Iterable[str] = (),
     job: str = "default-payment-method",
 ) -> pd.DataFrame:
     """Customers with cards but no default get their newest unexpired card as default.
 
     `customers`: `customer_id`, `default_payment_method` (NA when none). `cards`:
     `customer_id`, `payment_method_id`, `created` (int), `exp_month`, `exp_year`.
-    A customer whose cards have all expired is a skip.
+    A customer whose cards have all expired is a skip; so is each of `gone`, the
+    customers deleted while their cards were being listed.
     """
     no_default = customers[customers["default_payment_method"].isna().to_numpy()]
     wanted = set(no_default["customer_id"].astype(str))
     theirs = cards[cards["customer_id"].astype(str).isin(wanted).to_numpy()]
-    rows: list[_Row] = []
+    rows: list[_Row] = [
+        _Row(ACTION_SKIP, cid, "", {}, {}, "skipped: the customer was deleted during the run")
+        for cid in sorted(set(gone))
+    ]
     for customer_id, group in theirs.groupby("customer_id", sort=True):
         cid = str(customer_id)
         ordered = group.sort_values(["created", "payment_method_id"], ascending=[False, True])
@@ -504,7 +624,7 @@ def plan_default_payment_method(
                 f"newest unexpired of {len(group)} card(s)",
             )
         )
-    return _plan(job, rows)
+    return _plan(job, intent, rows)
 
 
 def plan_params(row: Mapping[str, Any]) -> dict[str, Any]:

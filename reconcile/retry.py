@@ -32,7 +32,14 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry 429, 5xx and connection errors with jittered exponential backoff (1, 2, 4, 8 s)."""
+    """Retry 429, 5xx and connection errors with jittered exponential backoff (1, 2, 4, 8 s).
+
+    A write (POST or DELETE) is never sent again after a 5xx: Stripe keeps a 500 as the
+    answer for its idempotency key for 24 hours, so the same request would only get it
+    back. The write layer (`StripeGateway`) reads the object to learn whether the write
+    happened, and tries again under a new key if not. A 429 never executed, and a dropped
+    connection's retry is answered from the key's stored result: both are retried here.
+    """
 
     max_retries: int = 5
     initial_delay: float = 1.0
@@ -49,6 +56,7 @@ class RetryPolicy:
         headers: Mapping[str, str] | None = None,
         *,
         connection_error_retryable: bool = False,
+        write: bool = False,
     ) -> bool:
         """Whether to send the request again; ``status`` is None for a connection error."""
         if retries_done >= self.max_retries:
@@ -58,6 +66,8 @@ class RetryPolicy:
         if status == 429:
             # A rate limit is not a failure: retry even if Stripe-Should-Retry says false.
             return True
+        if write and status >= 500:
+            return False
         should_retry = header(headers, "Stripe-Should-Retry")
         if should_retry == "true":
             return True

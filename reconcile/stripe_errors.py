@@ -104,7 +104,8 @@ def translate_stripe_error(
         retried = f"after {max_retries} retries" if exc.should_retry else "(not retried)"
         return StripeConnectionError(
             f"Could not reach the Stripe API at {api_base} {retried} for {what}: "
-            "check STRIPE_API_BASE / [stripe] api_base and the network"
+            "check STRIPE_API_BASE / [stripe] api_base and the network (each try waits "
+            "[stripe] timeout_seconds for an answer)"
         )
     if (
         isinstance(exc, stripe.InvalidRequestError)

@@ -3,6 +3,9 @@
 Retrying here, below the SDK, rather than around its calls means each page of an
 ``auto_paging_iter`` and each retry is limited and counted, and a failed page is retried
 without restarting the listing. The SDK's own retries stay off (``max_network_retries=0``).
+Writes are not sent again after a 5xx (see `RetryPolicy`); whether a write's connection
+dropped on some attempt is kept per thread (`last_request_dropped`), so a DELETE answered
+404 on its retry can be told from one that found the customer already gone.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import stripe
 from reconcile.endpoints import endpoint_of
 from reconcile.limiter import RequestLimiter
 from reconcile.logs import get_logger
-from reconcile.retry import RetryPolicy
+from reconcile.retry import RetryPolicy, header
 
 __all__ = ["LimitedHTTPClient", "RequestStats"]
 
@@ -85,16 +88,25 @@ class LimitedHTTPClient(stripe.HTTPClient):
         inner: stripe.HTTPClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        timeout_seconds: float = 30.0,
     ) -> None:
         super().__init__()
         self.limiter = limiter
         self.policy = policy or RetryPolicy()
         self.stats = stats or RequestStats()
-        self._inner = inner or stripe.RequestsClient()
+        # A request unanswered after timeout_seconds fails like a dropped connection (and
+        # is retried as one); the SDK's default would wait 80 s each time.
+        self._inner = inner or stripe.RequestsClient(timeout=timeout_seconds)
         self._sleep = sleep
         self._rng = rng or random.Random()
         # random.Random is not safe to share between threads without a lock.
         self._rng_lock = threading.Lock()
+        self._last = threading.local()
+
+    def last_request_dropped(self) -> bool:
+        """Whether an attempt of this thread's last request lost its connection (the
+        request may have been applied, and its retry saw the result)."""
+        return bool(getattr(self._last, "dropped", False))
 
     def request_with_retries(
         self,
@@ -147,7 +159,9 @@ class LimitedHTTPClient(stripe.HTTPClient):
         send: Callable[..., Response],
     ) -> Response:
         endpoint = endpoint_of(method, url)
+        write = method.lower() in ("post", "delete")
         retries_done = 0
+        self._last.dropped = False
         while True:
             self.limiter.acquire(endpoint)
             self.stats.record_attempt(endpoint)
@@ -157,13 +171,23 @@ class LimitedHTTPClient(stripe.HTTPClient):
                 response = send(method, url, headers, post_data)
             except stripe.APIConnectionError as exc:
                 connection_error = exc
+                self._last.dropped = True
             status = response[1] if response is not None else None
             response_headers = response[2] if response is not None else None
             if status == 429:
                 self.stats.record_rate_limited()
+                # Stripe names the limit it applied; without the header (a lock timeout)
+                # the rate was not the cause and nothing slows.
+                self.limiter.rate_limited(
+                    endpoint, header(response_headers, "Stripe-Rate-Limited-Reason")
+                )
             retryable = connection_error is not None and connection_error.should_retry
             if not self.policy.should_retry(
-                retries_done, status, response_headers, connection_error_retryable=retryable
+                retries_done,
+                status,
+                response_headers,
+                connection_error_retryable=retryable,
+                write=write,
             ):
                 break
             retries_done += 1

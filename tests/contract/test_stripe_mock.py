@@ -56,7 +56,7 @@ def test_retrieve_update_delete_with_idempotency_keys(gateway: StripeGateway) ->
     )
     assert updated["object"] == "customer"
     deleted = gateway.delete_customer(customer_id, idempotency_key="contract-delete-1")
-    assert deleted["deleted"] is True
+    assert deleted.deleted_now is True
 
 
 def test_search_and_payment_methods(gateway: StripeGateway) -> None:

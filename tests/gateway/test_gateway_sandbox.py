@@ -151,7 +151,7 @@ def test_missing_customer_of_the_other_mode(sandbox: SandboxServer, sleeps: Slee
 def test_deleted_customer_is_returned_as_deleted(sandbox: SandboxServer, sleeps: Sleeps) -> None:
     gw = gateway(sandbox, sleeps)
     deleted = gw.delete_customer("cus_G00007", idempotency_key="test-delete-7")
-    assert deleted["deleted"] is True
+    assert (deleted.customer_id, deleted.deleted_now) == ("cus_G00007", True)
     assert gw.retrieve_customer("cus_G00007") == {
         "id": "cus_G00007", "object": "customer", "deleted": True,
     }
@@ -207,26 +207,41 @@ def test_retries_give_up_after_max_retries(sandbox: SandboxServer, sleeps: Sleep
     assert len(sandbox.request_log.entries()) == 3
 
 
-def test_idempotency_key_survives_a_retried_write(sandbox: SandboxServer, sleeps: Sleeps) -> None:
+def test_a_write_is_not_resent_under_its_key_after_a_500(
+    sandbox: SandboxServer, sleeps: Sleeps
+) -> None:
+    # Stripe keeps a 500 as the key's answer for 24 hours: the same key would only get it
+    # back. The gateway reads whether the create happened (it did not), then tries again
+    # under a key of its own.
     sandbox.faults.fail_next("POST", "/v1/customers", 1, status=500)
     gw = gateway(sandbox, sleeps)
-    created = gw.create_customer(
-        {"email": "new@example.test", "metadata": {"user_id": "u-new"}},
-        idempotency_key="run-1:create:u-new",
-    )
-    again = gw.create_customer(
-        {"email": "new@example.test", "metadata": {"user_id": "u-new"}},
-        idempotency_key="run-1:create:u-new",
-    )
-    assert again["id"] == created["id"]  # replayed, not created twice
+    params = {"email": "new@example.test", "metadata": {"user_id": "u-new"}}
+    created = gw.create_customer(params, idempotency_key="run-1:create:u-new")
     posts = [e for e in sandbox.request_log.entries() if e.method == "POST"]
-    assert [e.idempotency_key for e in posts] == ["run-1:create:u-new"] * 3
-    assert [e.status for e in posts] == [500, 200, 200]
+    assert [(e.idempotency_key, e.status) for e in posts] == [
+        ("run-1:create:u-new", 500),
+        ("run-1:create:u-new:r1", 200),
+    ]
+    listed = iter_customers(gw, created_lt=2_000_000_000)
+    assert [c["id"] for c in listed if c["email"] == params["email"]] == [created["id"]]
     updated = gw.update_customer(
         created["id"], {"metadata": {"plan": "pro"}}, idempotency_key="run-1:update:u-new"
     )
     assert updated["metadata"] == {"user_id": "u-new", "plan": "pro"}
-    assert gw.stats.by_endpoint == {"POST /v1/customers": 3, "POST /v1/customers/{id}": 1}
+
+
+def test_a_dropped_write_is_resent_under_the_same_key(
+    sandbox: SandboxServer, sleeps: Sleeps
+) -> None:
+    sandbox.faults.drop_next("POST", "/v1/customers", 1)
+    gw = gateway(sandbox, sleeps)
+    params = {"email": "drop@example.test", "metadata": {"user_id": "u-drop"}}
+    created = gw.create_customer(params, idempotency_key="run-1:create:u-drop")
+    again = gw.create_customer(params, idempotency_key="run-1:create:u-drop")
+    assert again["id"] == created["id"]  # replayed, read back, not created twice
+    posts = [e for e in sandbox.request_log.entries() if e.method == "POST"]
+    assert [e.idempotency_key for e in posts] == ["run-1:create:u-drop"] * 3
+    assert [e.status for e in posts] == [0, 200, 200]
 
 
 def test_search_and_payment_methods(sandbox: SandboxServer, sleeps: Sleeps) -> None:

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 
 from reconcile.findings import make_findings
-from reconcile.idempotency import idempotency_key
+from reconcile.idempotency import idempotency_key, rekey, retry_key, unmet_params
 from reconcile.metadata_rules import metadata_violations
 from reconcile.plans import (
     DedupeFacts,
@@ -17,23 +17,96 @@ from reconcile.plans import (
     plan_dedupe,
     plan_default_payment_method,
     plan_sync_metadata,
+    replan_sync_update,
 )
 
 
-def test_idempotency_keys_are_derived_from_the_data() -> None:
-    key = idempotency_key("sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}})
+def test_idempotency_keys_are_derived_from_the_data_and_the_intent() -> None:
+    params = {"metadata": {"a": "1"}}
+    key = idempotency_key("sync-metadata", "cus_1", "update_customer", params, intent="run1")
     assert key == idempotency_key(
-        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}}
+        "sync-metadata", "cus_1", "update_customer", params, intent="run1"
     )
-    assert key.startswith("stripe-reconcile:sync-metadata:update_customer:cus_1:")
+    assert key.startswith("stripe-reconcile:sync-metadata:update_customer:cus_1:run1:")
     assert key != idempotency_key(
-        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "2"}}
+        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "2"}}, intent="run1"
     )
     assert key != idempotency_key(
-        "sync-metadata", "cus_1", "update_customer", {"metadata": {"a": "1"}}, state={"a": "0"}
+        "sync-metadata", "cus_1", "update_customer", params, state={"a": "0"}, intent="run1"
     )
-    long_key = idempotency_key("link-users", "user:" + "9" * 400, "create", {})
-    assert len(long_key) <= 255
+    # The same change decided by a later run (A -> B -> A) is a new write, with a new key.
+    assert key != idempotency_key(
+        "sync-metadata", "cus_1", "update_customer", params, intent="run3"
+    )
+    long_key = idempotency_key("link-users", "user:" + "9" * 400, "create", {}, intent="r" * 300)
+    assert len(retry_key(long_key, 99)) <= 255
+    assert long_key != idempotency_key(
+        "link-users", "user:" + "9" * 400, "create", {}, intent="r" * 299
+    )
+
+
+def test_a_re_planned_write_keeps_its_intent_and_a_retry_gets_its_own_key() -> None:
+    key = idempotency_key("sync-metadata", "cus_1", "update_customer", {"a": 1}, intent="run1")
+    fresh = rekey(key, {"a": 2}, {"a": 0})
+    assert fresh.startswith("stripe-reconcile:sync-metadata:update_customer:cus_1:run1:")
+    assert fresh != key
+    assert fresh == rekey(key, {"a": 2}, {"a": 0})
+    assert retry_key(key, 1) == key + ":r1"
+
+
+def test_unmet_params_reads_merged_metadata_nested_fields_and_expanded_ids() -> None:
+    customer = {
+        "email": "a@example.com",
+        "metadata": {"plan": "pro"},
+        "invoice_settings": {"default_payment_method": {"id": "pm_1"}},
+    }
+    assert unmet_params(customer, {"metadata": {"plan": "pro", "gone": ""}}) == []
+    assert unmet_params(customer, {"metadata": {"plan": "free"}}) == ["metadata.plan"]
+    assert unmet_params(customer, {"invoice_settings": {"default_payment_method": "pm_1"}}) == []
+    assert unmet_params(customer, {"email": "b@example.com"}) == ["email"]
+
+
+def test_sync_replan_recomputes_from_the_fresh_customer_and_user_row() -> None:
+    planned = {"metadata": {"plan": "pro"}}
+    user = {"user_id": "1", "customer_id": "cus_1", "deleted": False, "meta.plan": "pro"}
+    customer = {"id": "cus_1", "metadata": {"plan": "free"}}
+    same = replan_sync_update(planned, customer, user, SyncOptions())
+    assert (same.params, same.before, same.skip) == (planned, {"metadata": {"plan": "free"}}, "")
+    # Someone set it meanwhile: nothing left to write.
+    done = replan_sync_update(
+        planned, {**customer, "metadata": {"plan": "pro"}}, user, SyncOptions()
+    )
+    assert (done.params, done.skip) == ({}, "")
+    # The user's plan changed meanwhile: the fresh row wins, against the fresh customer.
+    moved = replan_sync_update(
+        planned,
+        {**customer, "metadata": {"plan": "team"}},
+        {**user, "meta.plan": "free"},
+        SyncOptions(),
+    )
+    assert (moved.params, moved.before) == (
+        {"metadata": {"plan": "free"}},
+        {"metadata": {"plan": "team"}},
+    )
+    assert (
+        "deleted"
+        in replan_sync_update(planned, {"id": "cus_1", "deleted": True}, user, SyncOptions()).skip
+    )
+    assert (
+        "soft-deleted"
+        in replan_sync_update(planned, customer, {**user, "deleted": True}, SyncOptions()).skip
+    )
+    assert replan_sync_update(planned, customer, None, SyncOptions()).skip
+
+
+def test_sync_replan_writes_the_user_id_key_from_the_user_id_not_a_column() -> None:
+    # A customer linked by email has no metadata user id yet: the key holds the user's id
+    # (found by the property test: the re-plan read a `meta.user_id` column and wrote nothing).
+    planned = {"metadata": {"uid": "6"}}
+    user = {"user_id": "6", "customer_id": "cus_6", "deleted": False}
+    customer = {"id": "cus_6", "metadata": {}}
+    fresh = replan_sync_update(planned, customer, user, SyncOptions(user_id_metadata_key="uid"))
+    assert (fresh.params, fresh.before) == ({"metadata": {"uid": "6"}}, {"metadata": {"uid": None}})
 
 
 def test_metadata_violations_name_each_broken_rule() -> None:
@@ -64,13 +137,13 @@ def test_sync_merges_a_customers_changes_into_one_update_and_respects_options() 
             _stale("cus_1", "1", "email", "old@example.com", "new@example.com"),
         ]
     )
-    plan = plan_sync_metadata(findings, {}, SyncOptions(sync_email=True))
+    plan = plan_sync_metadata(findings, {}, SyncOptions(sync_email=True), intent="run1")
     assert list(plan["action"]) == ["update_customer"]
     assert json.loads(plan["params"][0]) == {
         "email": "new@example.com",
         "metadata": {"plan": "pro", "team": ""},
     }
-    kept = plan_sync_metadata(findings, {}, SyncOptions(delete_when_null=False))
+    kept = plan_sync_metadata(findings, {}, SyncOptions(delete_when_null=False), intent="run1")
     assert json.loads(kept["params"][0]) == {"metadata": {"plan": "pro"}}
 
 
@@ -95,15 +168,15 @@ def test_dedupe_canonical_is_linked_then_busy_then_oldest() -> None:
             "duplicate_of": [None, None, None],
         }
     )
-    plan = plan_dedupe(findings, DedupeFacts(facts))
-    rows = {row.customer_id: (row.action, json.loads(row.params)) for row in plan.itertuples()}
+    plan = plan_dedupe(findings, DedupeFacts(facts), intent="run1")
+    rows = {row.customer_id: (row.action, json.loads(str(row.params))) for row in plan.itertuples()}
     assert rows == {
         "cus_old": ("delete_customer", {}),
         "cus_busy": ("tag_duplicate", {"metadata": {"duplicate_of": "cus_linked"}}),
     }
     facts.loc[1, "duplicate_of"] = "cus_linked"
     facts.loc[0, "balance"] = -500  # a credit balance is not safe to delete either
-    again = plan_dedupe(findings, DedupeFacts(facts))
+    again = plan_dedupe(findings, DedupeFacts(facts), intent="run1")
     assert list(zip(again["customer_id"], again["action"], strict=True)) == [
         ("cus_old", "tag_duplicate")
     ]
@@ -124,7 +197,7 @@ def test_default_card_is_the_newest_valid_through_its_expiry_month() -> None:
             "exp_year": [2027, 2026, 2026],
         }
     )
-    plan = plan_default_payment_method(customers, cards, date(2026, 6, 1))
+    plan = plan_default_payment_method(customers, cards, date(2026, 6, 1), intent="run1")
     assert list(zip(plan["customer_id"], plan["action"], strict=True)) == [
         ("cus_a", "set_default_payment_method"),
         ("cus_b", "skip"),
@@ -132,7 +205,7 @@ def test_default_card_is_the_newest_valid_through_its_expiry_month() -> None:
     assert json.loads(plan["params"][0]) == {
         "invoice_settings": {"default_payment_method": "pm_old"}
     }
-    earlier = plan_default_payment_method(customers, cards, date(2026, 5, 31))
+    earlier = plan_default_payment_method(customers, cards, date(2026, 5, 31), intent="run1")
     assert json.loads(earlier["params"][0])["invoice_settings"]["default_payment_method"] == (
         "pm_new_expired"
     )
