@@ -6,6 +6,10 @@ hands it each page (`submit_page`, the listing's `on_page`), and `finish` adds w
 listing read back from a resumed run, waits, and returns the results in the order of
 the final customer list. The calls are on another endpoint than the listing, so they use
 that endpoint's budget while the listing uses its own, both under the one global limit.
+
+A customer deleted after it was listed answers its call with 404: wrapped in
+`unless_deleted`, that call returns `DeletedMeanwhile` instead of failing the scan, and
+the caller reports the customer as deleted during the run.
 """
 
 from __future__ import annotations
@@ -14,16 +18,60 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from reconcile.errors import StripeNotFoundError
 from reconcile.limiter import RequestLimiter
 from reconcile.listing import workers_for
 from reconcile.progress import Advance, progress
 
-__all__ = ["OverlappedScan", "scan_customers", "scan_workers"]
+if TYPE_CHECKING:
+    from reconcile.gateway import StripeGateway
+
+__all__ = [
+    "DeletedMeanwhile",
+    "OverlappedScan",
+    "scan_customers",
+    "scan_workers",
+    "unless_deleted",
+]
 
 T = TypeVar("T")
 Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeletedMeanwhile:
+    """What a per-customer call gives for a customer deleted since it was listed."""
+
+    customer_id: str
+
+
+def unless_deleted(
+    gateway: StripeGateway, customer_id: str, call: Callable[[], T]
+) -> T | DeletedMeanwhile:
+    """`call()`, or `DeletedMeanwhile` when it fails with 404 because the customer is gone.
+
+    A 404 may name something other than the customer (a paging cursor, say), so the
+    customer is retrieved to tell: deleted (`deleted: true`) or missing, it is gone;
+    otherwise the 404 stands. A 404 pointing at the other mode is a key of the wrong
+    mode, never a deletion: it is raised, and stops the run as before.
+    """
+    try:
+        return call()
+    except StripeNotFoundError as failure:
+        if failure.other_mode:
+            raise
+        try:
+            found = gateway.retrieve_customer(customer_id)
+        except StripeNotFoundError as missing:
+            if missing.other_mode:
+                raise
+            return DeletedMeanwhile(customer_id)
+        if found.get("deleted"):
+            return DeletedMeanwhile(customer_id)
+        raise
 
 
 def scan_workers(limiter: RequestLimiter) -> int:

@@ -21,7 +21,18 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from reconcile.errors import UserDBError
 from reconcile.settings import UserDBSettings
 
-__all__ = ["TableInfo", "UserDB", "safe_url", "stringify"]
+__all__ = ["LinkedUser", "TableInfo", "UserDB", "safe_url", "stringify"]
+
+# Values of a text (or untyped) deleted column that mean "not deleted", lowercased.
+_NOT_DELETED_TEXT = ("", "0", "false", "f", "no", "n")
+
+
+@dataclass(frozen=True)
+class LinkedUser:
+    """A user whose customer id column holds a given customer, as read just now."""
+
+    user_id: str
+    deleted: bool  # soft-deleted ([userdb] deleted_column); False without that column
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,31 @@ def _is_deleted(value: Any) -> bool:
     if isinstance(value, int | float | Decimal):
         return bool(value)
     if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "f", "no", "n")
+        return value.strip().lower() not in _NOT_DELETED_TEXT
     return True
+
+
+def _soft_deleted(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """`_is_deleted` as SQL, so a write can require it in its own WHERE (compare-and-set)."""
+    try:
+        python_type: type | None = column.type.python_type
+    except NotImplementedError:
+        python_type = None
+    if python_type is bool:
+        return column == sa.true()
+    if python_type in (int, float, Decimal):
+        return sa.and_(column.is_not(None), column != 0)
+    if python_type is str:
+        return sa.and_(
+            column.is_not(None), sa.func.lower(sa.func.trim(column)).not_in(_NOT_DELETED_TEXT)
+        )
+    if python_type is None or python_type is object:
+        # Untyped (SQLite lets a column without a type hold anything): judged by its text,
+        # and on SQLite a number 0 or 0.0 is not deleted either, as `_is_deleted` says.
+        text = sa.func.lower(sa.func.trim(sa.cast(column, sa.String)))
+        rule = sa.and_(column.is_not(None), text.not_in(_NOT_DELETED_TEXT))
+        return sa.and_(rule, column != 0) if dialect == "sqlite" else rule
+    return column.is_not(None)  # a timestamp, a date, ...: set means deleted
 
 
 class UserDB:
@@ -231,6 +265,28 @@ class UserDB:
 
     # -- writes (link-users, gdpr-delete): one short transaction each ---------------------
 
+    def read_user(self, user_id: str) -> dict[str, Any] | None:
+        """One user's row as it is now (`user_id`, `email`, `name`, `customer_id`,
+        `deleted`, `meta.<key>`, NULLs as None), read as `read_users` reads every row; None
+        when there is no such user. A write re-reads the row it depends on just before it
+        is sent: the run's snapshot may be as old as its listing."""
+        table = self.table()
+        wanted = self._wanted_columns
+        id_column = table.c[self.settings.id_column]
+        query = sa.select(*[table.c[column] for column in wanted.values()]).where(
+            id_column == _typed_id(id_column, user_id)
+        )
+        try:
+            with self.engine.connect() as conn:
+                rows = [tuple(row) for row in conn.execute(query).all()]
+        except SQLAlchemyError as exc:
+            raise self._connection_error(exc) from None
+        if not rows:
+            return None
+        snapshot = self._to_snapshot(pd.DataFrame(rows[:1], columns=list(wanted), dtype=object))
+        record = snapshot.iloc[0].to_dict()
+        return {str(name): (None if value is pd.NA else value) for name, value in record.items()}
+
     def link_customer(self, user_id: str, customer_id: str) -> bool:
         """Write `customer_id` to the user only where its column is still NULL or empty.
 
@@ -243,9 +299,51 @@ class UserDB:
         )
 
     def clear_customer(self, user_id: str, customer_id: str) -> bool:
-        """Empty the user's customer id only if it still holds `customer_id` (gdpr-delete)."""
-        column = self.table().c[self.settings.customer_id_column]
-        return self._update_one(user_id, None, sa.func.trim(column) == customer_id)
+        """Empty the user's customer id only if it still holds `customer_id` and the user
+        is still soft-deleted (gdpr-delete): one UPDATE whose WHERE checks both, so a user
+        restored or relinked meanwhile keeps its link. Without `[userdb] deleted_column`
+        no user is soft-deleted and nothing is cleared.
+
+        Returns whether this call cleared it.
+        """
+        if not self.settings.deleted_column:
+            return False
+        table = self.table()
+        column = table.c[self.settings.customer_id_column]
+        deleted = _soft_deleted(table.c[self.settings.deleted_column], self.engine.dialect.name)
+        return self._update_one(
+            user_id, None, sa.and_(sa.func.trim(column) == customer_id, deleted)
+        )
+
+    # -- reads of the moment (the deletes' last checks) ---------------------------------
+
+    def users_linked_to(self, customer_id: str) -> list[LinkedUser]:
+        """Every user whose customer id column holds `customer_id` now, read in one query
+        (not from the run's snapshot): what a delete re-checks just before it is sent.
+
+        The column is compared trimmed, as the snapshot reads it; that comparison cannot
+        use an index, so each call scans the table: deletes are few.
+        """
+        table = self.table()
+        id_column = table.c[self.settings.id_column]
+        column = table.c[self.settings.customer_id_column]
+        deleted_name = self.settings.deleted_column
+        selected: list[sa.ColumnElement[Any]] = [id_column]
+        if deleted_name:
+            selected.append(table.c[deleted_name])
+        query = sa.select(*selected).where(sa.func.trim(column) == customer_id).order_by(id_column)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise self._connection_error(exc) from None
+        return [
+            LinkedUser(
+                user_id=str(stringify(row[0])),
+                deleted=_is_deleted(row[1]) if deleted_name else False,
+            )
+            for row in rows
+        ]
 
     def _update_one(
         self, user_id: str, value: str | None, condition: sa.ColumnElement[bool]
