@@ -4,11 +4,16 @@ The template gets `name`, `email`, `cards` (soonest first; each with brand, last
 exp_month, exp_year, expires_on, days_left, is_default) and `card` (the first of them).
 A card is reminded once per expiry; with `remind_again_after_days` set, once more after
 that many days, never more than twice.
+
+A reminder holds a name, a card's last four digits and its expiry, so it goes to exactly
+one plain address (`single_address`) or nowhere, and never to a soft-deleted user's
+customer (`without_soft_deleted`).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +40,8 @@ __all__ = [
     "load_templates",
     "reminder_messages",
     "send_reminders",
+    "single_address",
+    "without_soft_deleted",
 ]
 
 log = get_logger(__name__)
@@ -42,6 +49,15 @@ log = get_logger(__name__)
 DEFAULT_TEMPLATE = "card-reminder.txt.j2"
 MAX_REMINDERS_PER_EXPIRY = 2
 _KEY = ["payment_method_id", "exp_year", "exp_month"]
+# One addr-spec and nothing else: no display name (`<`, `"`), no list (`,` `;`), no
+# comment (`(`), no white space or line break (a header continuation), one `@`.
+_ATOM = r"[^\s@,;:<>()\[\]\\\"\x00-\x1f\x7f]+"
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_SINGLE_ADDRESS = re.compile(rf"{_ATOM}@(?:{_LABEL}\.)+{_LABEL}")
+_REFUSED_ADDRESS = (
+    "a customer's email address was refused: it is not exactly one plain address "
+    "(a second address, a comma, a semicolon, a line break or a display name)"
+)
 _SAMPLE_CARD = {
     "brand": "visa",
     "last4": "4242",
@@ -51,6 +67,36 @@ _SAMPLE_CARD = {
     "days_left": 10,
     "is_default": True,
 }
+
+
+def single_address(value: str) -> str | None:
+    """`value` if it is exactly one plain address (spaces around it trimmed), else None."""
+    address = value.strip(" ")
+    return address if _SINGLE_ADDRESS.fullmatch(address) else None
+
+
+def without_soft_deleted(candidates: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The reminder candidates whose person is not soft-deleted, and how many customers
+    were left out.
+
+    A customer that users link to (their customer id column) belongs to them: it is left
+    out when every one of them is soft-deleted. An unlinked customer belongs to the user
+    its metadata names (the candidates' `user_id`, see `reconcile.cards.customer_people`).
+    """
+    if candidates.empty or users.empty or "deleted" not in users.columns:
+        return candidates, 0
+    deleted = users["deleted"].fillna(False).astype(bool)
+    linked = users["customer_id"].notna()
+    active_links = set(users.loc[linked & ~deleted, "customer_id"])
+    deleted_links = set(users.loc[linked & deleted, "customer_id"])
+    deleted_user_ids = set(users.loc[deleted, "user_id"].dropna())
+    customer_ids = candidates["customer_id"]
+    by_link = customer_ids.isin(deleted_links) & ~customer_ids.isin(active_links)
+    unlinked = ~customer_ids.isin(active_links | deleted_links)
+    by_metadata = unlinked & candidates["user_id"].isin(deleted_user_ids)
+    gone = (by_link | by_metadata).fillna(False).to_numpy(dtype=bool)
+    left_out = int(candidates.loc[gone, "customer_id"].nunique())
+    return candidates[~gone].reset_index(drop=True), left_out
 
 
 def due_reminders(
@@ -205,29 +251,37 @@ def send_reminders(
     *,
     run_id: str,
     now: Callable[[], datetime],
+    before_each: Callable[[], None] = lambda: None,
 ) -> SendOutcome:
-    """Send each message and remember its cards at once, so a crash never repeats a reminder."""
+    """Send each message and remember its cards at once, so a crash never repeats a reminder.
+
+    `before_each` runs before every send (the job's lease check): what it raises ends the
+    sending, with the reminders sent so far remembered.
+    """
     sent = cards = failed = 0
     first_error: str | None = None
     try:
         with smtp_session(email, password) as session:
             for reminder in messages:
                 covered = reminder.cards
+                address = single_address(reminder.to)
                 try:
+                    if address is None:
+                        raise ValueError("not exactly one plain address")
                     message = reminder.as_message()
                 except (ValueError, TypeError):
-                    # An address the email package refuses (a line break, say): that
-                    # customer's reminder fails, the others go. The address stays out of
-                    # the summary and the log (personal data).
+                    # An address that is not exactly one (a list, a display name, a line
+                    # break) or that the email package refuses: that customer's reminder
+                    # fails, the others go. The address stays out of the summary and the
+                    # log (personal data).
                     failed += 1
-                    first_error = first_error or (
-                        "a customer's email address was refused by the email package "
-                        "(a line break or a character a header cannot hold)"
-                    )
+                    first_error = first_error or _REFUSED_ADDRESS
                     log.warning("reminder not sent", reason="address refused")
                     continue
+                before_each()
                 try:
-                    session.send(message)
+                    # The envelope names the one address: never what the headers might parse to.
+                    session.send(message, recipients=[address])
                 except DeliveryError as exc:
                     failed += 1
                     first_error = first_error or exc.message

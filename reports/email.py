@@ -8,6 +8,8 @@ server and what it refused; nothing here logs an address or a message body.
 from __future__ import annotations
 
 import io
+import json
+import re
 import smtplib
 import socket
 import ssl
@@ -22,13 +24,16 @@ import pandas as pd
 
 from reconcile.errors import ConfigError, DeliveryError
 from reconcile.settings import EmailSettings
+from reports.tables import write_csv
 
 __all__ = [
     "PASSWORD_ENV",
     "PERSONAL_COLUMNS",
+    "REDACTED",
     "Attachment",
     "SmtpSender",
     "build_report_message",
+    "redact_addresses",
     "report_attachments",
     "smtp_password",
     "smtp_session",
@@ -39,6 +44,10 @@ PASSWORD_ENV = "SMTP_PASSWORD"
 PERSONAL_COLUMNS = ("email", "name")
 # Findings that compare a personal field carry it in the value columns.
 _VALUE_COLUMNS = ("stripe_value", "local_value")
+REDACTED = "[redacted]"
+# Anything shaped like local@domain: over-redacting a value is cheap, leaking an address not.
+_EMAIL_ADDRESS = re.compile(r"[^\s@,;:<>()\[\]\"]+@[^\s@,;:<>()\[\]\"]+")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 Attachment = tuple[str, bytes, str, str]  # file name, content, maintype, subtype
 
@@ -56,8 +65,56 @@ def smtp_password(settings: EmailSettings, env: Mapping[str, str]) -> str | None
     return password
 
 
+def redact_addresses(text: str) -> str:
+    """`text` with every email address in it replaced by `REDACTED`."""
+    return _EMAIL_ADDRESS.sub(REDACTED, text)
+
+
+def _without_personal_data(value: Any) -> Any:
+    """A JSON value without `email`/`name` keys (at any depth) and with addresses redacted."""
+    if isinstance(value, dict):
+        return {
+            key: _without_personal_data(item)
+            for key, item in value.items()
+            if key not in PERSONAL_COLUMNS
+        }
+    if isinstance(value, list):
+        return [_without_personal_data(item) for item in value]
+    if isinstance(value, str):
+        return redact_addresses(value)
+    return value
+
+
+def _scrubbed_json(text: str) -> str:
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return redact_addresses(text)
+    return json.dumps(_without_personal_data(loaded), sort_keys=True, ensure_ascii=False)
+
+
+def _scrubbed(values: pd.Series) -> pd.Series:
+    """A column of text without addresses. JSON cells (plan.csv's params and before,
+    audit.csv's before and after) hold emails and names as keys of their objects: those
+    are parsed, the keys dropped, and written back."""
+    json_like = values.str.startswith(("{", "["))
+    out = values.str.replace(_EMAIL_ADDRESS, REDACTED, regex=True)
+    out[json_like] = values[json_like].map(_scrubbed_json)
+    return out
+
+
+def _number_columns(table: pd.DataFrame) -> list[str]:
+    """Columns whose every cell is a number: a CSV read back as text says no more than that."""
+    return [
+        str(column)
+        for column in table.columns
+        if (table[column].eq("") | table[column].str.fullmatch(_NUMBER)).all()
+    ]
+
+
 def strip_personal_data(csv_bytes: bytes) -> bytes:
-    """The CSV without its email and name columns, and without email/name values in findings."""
+    """The CSV without personal data: no email and name columns, no email/name values in
+    findings, no `email`/`name` keys in JSON cells, and no address left in any cell."""
     table = pd.read_csv(io.BytesIO(csv_bytes), dtype=str, keep_default_na=False)
     if "field" in table.columns:
         personal = table["field"].isin(PERSONAL_COLUMNS)
@@ -65,7 +122,11 @@ def strip_personal_data(csv_bytes: bytes) -> bytes:
             if column in table.columns:
                 table.loc[personal, column] = ""
     table = table.drop(columns=[c for c in PERSONAL_COLUMNS if c in table.columns])
-    return table.to_csv(index=False).encode("utf-8")
+    for column in table.columns:
+        table[column] = _scrubbed(table[column])
+    out = io.StringIO()
+    write_csv(table, out, number_columns=_number_columns(table))
+    return out.getvalue().encode("utf-8")
 
 
 def report_attachments(
@@ -149,11 +210,14 @@ class SmtpSender:
             ) from exc
         return self
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, recipients: Sequence[str] | None = None) -> None:
+        """Send `message` to `recipients`, or to the addresses its headers name."""
         if self._smtp is None:
             raise RuntimeError("SmtpSender.send outside its with block")
         try:
-            refused = self._smtp.send_message(message)
+            refused = self._smtp.send_message(
+                message, to_addrs=None if recipients is None else list(recipients)
+            )
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{self.where}: the message was refused ({_why(exc)})") from exc
         if refused:

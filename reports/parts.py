@@ -5,7 +5,9 @@ page as Stripe sent it (a JSON list object whose `data` holds the customers), ea
 written under a temporary name, fsynced and renamed, so a part that exists is whole.
 Storing the body as it came costs a write, not a serialisation per customer. The folder
 is hidden and apart from the report folder, which still appears whole at the end; it
-holds personal data, so it is owner-only and removed once the report is in place.
+holds every customer's personal data and only this tool reads it, so it is owner-only
+(folder 0700, parts 0600) whatever `[reports] file_mode` lets others read of the
+reports, and removed once the report is in place.
 
 Work folders of earlier versions hold `w<window>-p<page>.parquet` parts (one JSON text
 per customer); they are still read, so a run interrupted before an upgrade resumes.
@@ -23,9 +25,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from reports.atomic import dir_mode_for, fsync_dir
+from reports.atomic import fsync_dir
 
 __all__ = [
+    "WORK_DIR_MODE",
     "WORK_PREFIX",
     "page_body",
     "read_part_bodies",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 WORK_PREFIX = ".work-"
+WORK_DIR_MODE = 0o700
 
 
 def work_dir_for(out_dir: Path, job: str, listing_id: str) -> Path:
@@ -66,16 +70,19 @@ def write_part(
 ) -> Path:
     """Store one page's JSON; an older part of the same name (a page fetched again) is
     replaced. With `sync_dir` false the caller makes the rename durable (`fsync_dir`)
-    before it relies on the part, e.g. once for a batch of pages."""
+    before it relies on the part, e.g. once for a batch of pages. Of `file_mode` (the
+    reports' mode) a part keeps the owner's bits only."""
     final = work_dir / _part_name(window, page)
     temp = work_dir / f".{final.name}.tmp-{os.getpid()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    part_mode = file_mode & 0o600
     try:
-        fd = os.open(temp, flags, file_mode)
+        fd = os.open(temp, flags, part_mode)
     except FileNotFoundError:
         # The first page of a run creates the folder (one check per run, not per page).
-        work_dir.mkdir(mode=dir_mode_for(file_mode), parents=True, exist_ok=True)
-        fd = os.open(temp, flags, file_mode)
+        work_dir.mkdir(mode=WORK_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(work_dir, WORK_DIR_MODE)  # exactly, whatever the umask
+        fd = os.open(temp, flags, part_mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(body)

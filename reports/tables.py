@@ -2,12 +2,17 @@
 
 The findings contract: exactly FINDING_COLUMNS, in order, every value a string,
 absent values empty (never "None" or "nan"), in CSV and Parquet alike.
+
+Every CSV the tool writes goes through `write_csv`, which neutralises formula cells the
+OWASP way: names and metadata are set by whoever signs up, and the CSVs are opened in
+spreadsheets, where `=HYPERLINK(...)` or `@SUM(...)` would run. Parquet keeps raw values.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from typing import IO, Any
 
 import pandas as pd
@@ -18,11 +23,14 @@ from reconcile.findings import FINDING_COLUMNS
 
 __all__ = [
     "FINDING_COLUMNS",
+    "FORMULA_TRIGGERS",
     "cell_text",
     "contract_findings",
     "counts_by_kind",
     "counts_by_kind_and_severity",
     "counts_by_severity",
+    "csv_safe_cell",
+    "csv_safe_table",
     "safe_file_stem",
     "to_arrow",
     "write_csv",
@@ -31,6 +39,10 @@ __all__ = [
 
 
 _SAFE_STEM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# What a spreadsheet reads as the start of a formula (OWASP's "CSV Injection" list).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# Rows formatted at a time: a table of millions is never held twice as text.
+_CSV_CHUNK_ROWS = 50_000
 
 
 def safe_file_stem(name: str, what: str) -> str:
@@ -116,9 +128,59 @@ def counts_by_kind_and_severity(findings: pd.DataFrame) -> list[tuple[str, str, 
     return sorted(rows, key=lambda row: (-row[2], row[0], row[1]))
 
 
-def write_csv(table: pd.DataFrame, handle: IO[str]) -> None:
-    """UTF-8 CSV with a header, no index, absent values empty."""
-    table.to_csv(handle, index=False, na_rep="", lineterminator="\n")
+def csv_safe_cell(value: Any) -> Any:
+    """A text starting like a formula, with a leading `'` (shown as text); anything else as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def _is_text_column(values: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
+
+
+def csv_safe_table(table: pd.DataFrame, *, number_columns: Collection[str] = ()) -> pd.DataFrame:
+    """`table` with every text cell passed through `csv_safe_cell`; numbers stay numbers.
+
+    Numeric columns are left alone (a `days_left` of -3 is a number, not a formula), as are
+    `number_columns`: columns of numbers held as text, as in a CSV read back as strings.
+    """
+    safe = table.copy()
+    for position, column in enumerate(table.columns):
+        values = table.iloc[:, position]
+        if column in number_columns or not _is_text_column(values):
+            continue
+        neutralised = values.astype(object).map(csv_safe_cell, na_action="ignore")
+        safe.isetitem(position, neutralised.to_numpy(dtype=object))
+    return safe
+
+
+def _lf_rows(text: str) -> str:
+    """CSV text written with CRLF row ends, with LF row ends: a CRLF outside quotes (the
+    even pieces between `"`s, `""` escapes included) can only end a row."""
+    pieces = text.split('"')
+    pieces[::2] = [piece.replace("\r\n", "\n") for piece in pieces[::2]]
+    return '"'.join(pieces)
+
+
+def write_csv(
+    table: pd.DataFrame, handle: IO[str], *, number_columns: Collection[str] = ()
+) -> None:
+    """UTF-8 CSV with a header, no index, LF row ends, absent values empty, formula cells
+    neutralised (`csv_safe_table`): the one way this tool writes a CSV.
+
+    Python's csv writer quotes a cell holding a character of its row end only: given LF,
+    a cell with a bare CR goes out unquoted, and spreadsheets break the row there, so
+    the text after it starts a row of its own, formula and all. Written with CRLF, every
+    cell holding either is quoted; the row ends go back to LF afterwards.
+    """
+    starts = range(0, len(table), _CSV_CHUNK_ROWS) if len(table) else range(1)
+    for start in starts:
+        chunk = csv_safe_table(
+            table.iloc[start : start + _CSV_CHUNK_ROWS], number_columns=number_columns
+        )
+        text = chunk.to_csv(index=False, header=start == 0, na_rep="", lineterminator="\r\n")
+        handle.write(_lf_rows(text))
 
 
 def to_arrow(table: pd.DataFrame, *, all_strings: bool = False) -> pa.Table:

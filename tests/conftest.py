@@ -9,9 +9,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import structlog
 
 from reconcile.sandbox.runner import SandboxConfig, SandboxServer
 from tests.seeded import SeededWorld, build_world
+
+
+@pytest.fixture(autouse=True)
+def _structlog_configuration_restored() -> Iterator[None]:
+    # The CLI and some tests configure structlog for the whole process (a level of
+    # "error", a stream): a later test that captures warnings must not depend on the order.
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 POSTGRES_URL = os.environ.get(
     "STRIPE_RECONCILE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
