@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from jobs.cli_support import ReconcileGroup, config_option, fail_on_option, load, out_option
-from jobs.delivery import after_run_hooks, email_option
+from jobs.commands_runs import incremental_option
+from jobs.delivery import email_option
 from jobs.registry import JOBS
 from reconcile.logs import configure_logging
 
@@ -33,11 +34,25 @@ __all__ = ["cli", "main"]
     default=None,
     help="Least severe log events to write to stderr [default: info; warning for demo].",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help=(
+        "How log lines look, libraries' included: json (one object a line) or console "
+        "[default: console on a terminal, json otherwise]."
+    ),
+)
 @click.version_option(package_name="stripe-reconcile")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, log_level: str | None, log_format: str | None
+) -> None:
     """Reconcile Stripe customers with your user database, and repair them safely."""
-    configure_logging(log_level or ("warning" if ctx.invoked_subcommand == "demo" else "info"))
+    configure_logging(
+        log_level or ("warning" if ctx.invoked_subcommand == "demo" else "info"),
+        log_format=log_format,
+    )
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
 
@@ -48,6 +63,7 @@ def run() -> None:
 
 
 @run.command("reconcile")
+@incremental_option
 @config_option
 @out_option
 @fail_on_option
@@ -55,23 +71,23 @@ def run() -> None:
 @click.pass_context
 def run_reconcile(
     ctx: click.Context,
+    incremental: bool | None,
     config_path: Path | None,
     out_dir: Path | None,
     fail_on: str | None,
     email: bool | None,
 ) -> None:
     """Find duplicates, orphans, missing and unlinked customers, and stale metadata."""
-    from jobs.runner import execute_job
+    from jobs.options import parse_job_options, run_job
     from jobs.summary import format_summary
 
     settings = load(ctx, config_path)
-    outcome = execute_job(
-        JOBS["reconcile"],
-        settings,
-        out_dir=out_dir,
-        fail_on=fail_on,
-        after_run=after_run_hooks(settings, email),
+    options = parse_job_options(
+        "reconcile",
+        {"incremental": incremental, "fail_on": fail_on, "email": email},
+        where="run reconcile",
     )
+    outcome = run_job(JOBS["reconcile"], settings, options, out_dir=out_dir)
     click.echo(format_summary(outcome.summary))
     click.echo(str(outcome.run_dir))
     ctx.exit(outcome.exit_code)
@@ -81,7 +97,7 @@ def run_reconcile(
 @config_option
 @click.pass_context
 def check(ctx: click.Context, config_path: Path | None) -> None:
-    """Check the key, Stripe, the user database and the state database, and say what is wrong."""
+    """Preflight: key, Stripe, Redis, user and state databases, report folder, SMTP, Pushgateway."""
     from jobs.check import run_checks
 
     settings = load(ctx, config_path)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from jobs.apply import CONFIRM_LIVE_ENV
 from jobs.cli_support import config_option, fail_on_option, load, out_option
-from jobs.delivery import after_run_hooks, email_option
+from jobs.commands_runs import incremental_option
+from jobs.delivery import email_option
 
 __all__ = ["run_card_expiry"]
 
@@ -28,8 +30,9 @@ __all__ = ["run_card_expiry"]
 @click.option(
     "--confirm-live",
     is_flag=True,
-    help="Allow --send in live mode (or STRIPE_RECONCILE_CONFIRM_LIVE=1).",
+    help=f"Allow --send in live mode (unattended: {CONFIRM_LIVE_ENV}=1).",
 )
+@incremental_option
 @config_option
 @out_option
 @fail_on_option
@@ -41,31 +44,32 @@ def run_card_expiry(
     all_cards: bool,
     send: bool,
     confirm_live: bool,
+    incremental: bool | None,
     config_path: Path | None,
     out_dir: Path | None,
     fail_on: str | None,
     email: bool | None,
 ) -> None:
     """Find expiring and expired cards and list (or --send) reminders to their customers."""
+    from jobs.options import parse_job_options, run_job
     from jobs.registry import JOBS
-    from jobs.runner import execute_job
     from jobs.summary import format_summary
 
     settings = load(ctx, config_path)
-    hooks = after_run_hooks(settings, email)
-    outcome = execute_job(
-        JOBS["card-expiry"],
-        settings,
-        out_dir=out_dir,
-        fail_on=fail_on,
-        after_run=hooks,
-        options={
+    options = parse_job_options(
+        "card-expiry",
+        {
             "days": days,
             "all_cards": all_cards,
             "send": send,
             "confirm_live": confirm_live,
+            "incremental": incremental,
+            "fail_on": fail_on,
+            "email": email,
         },
+        where="run card-expiry",
     )
+    outcome = run_job(JOBS["card-expiry"], settings, options, out_dir=out_dir)
     click.echo(format_summary(outcome.summary))
     click.echo(f"  reminders: {outcome.summary.get('reminders', '')}")
     click.echo(str(outcome.run_dir))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from jobs.apply import CONFIRM_LIVE_ENV, DEFAULT_MAX_CHANGES, confirm_live_from_env
-from jobs.cli_support import config_option, load, out_option
+from jobs.apply import CONFIRM_LIVE_ENV
+from jobs.cli_support import config_option, fail_on_option, load, out_option
+from jobs.delivery import email_option
+from reconcile.job_options import DEFAULT_MAX_CHANGES
 
 __all__ = ["MAINTENANCE_COMMANDS", "format_plan_line", "write_options"]
 
@@ -18,7 +19,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def write_options(func: F) -> F:
-    """--apply, --max-changes and --confirm-live, shared by every job that writes."""
+    """--apply, --max-changes, --confirm-live, --fail-on and --email, shared by every job
+    that writes (the options of reconcile.job_options.WriteJobOptions)."""
+    func = email_option(func)
+    func = fail_on_option(func)
     func = click.option(
         "--confirm-live",
         is_flag=True,
@@ -49,8 +53,8 @@ def format_plan_line(summary: dict[str, Any]) -> str:
         )
     return (
         f"  applied {summary.get('applied', 0)}, unchanged {summary.get('unchanged', 0)}, "
-        f"failed {summary.get('failed', 0)} of {planned} planned; {skipped} skipped "
-        "(see audit.csv)"
+        f"failed {summary.get('failed', 0)} of {planned} planned; {skipped} skipped, "
+        f"{summary.get('changed_meanwhile', 0)} changed since the listing (see audit.csv)"
     )
 
 
@@ -62,41 +66,62 @@ def _run_write_job(
     apply_: bool,
     max_changes: int,
     confirm_live: bool,
+    fail_on: str | None,
+    email: bool | None,
     **extra: Any,
 ) -> None:
+    from jobs.options import parse_job_options, run_job
     from jobs.registry import JOBS
-    from jobs.runner import execute_job
     from jobs.summary import format_summary
 
     settings = load(ctx, config_path)
-    options = {
-        "apply": apply_,
-        "max_changes": max_changes,
-        "confirm_live": confirm_live or confirm_live_from_env(os.environ),
-        **extra,
-    }
-    outcome = execute_job(JOBS[job_name], settings, out_dir=out_dir, options=options)
+    options = parse_job_options(
+        job_name,
+        {
+            "apply": apply_,
+            "max_changes": max_changes,
+            "confirm_live": confirm_live,
+            "fail_on": fail_on,
+            "email": email,
+            **extra,
+        },
+        where=f"run {job_name}",
+    )
+    outcome = run_job(JOBS[job_name], settings, options, out_dir=out_dir)
     click.echo(format_summary(outcome.summary))
     click.echo(format_plan_line(outcome.summary))
     click.echo(str(outcome.run_dir))
     ctx.exit(outcome.exit_code)
 
 
-@click.command("sync-metadata")
-@config_option
-@out_option
-@write_options
-@click.pass_context
-def sync_metadata(
-    ctx: click.Context,
-    config_path: Path | None,
-    out_dir: Path | None,
-    apply_: bool,
-    max_changes: int,
-    confirm_live: bool,
-) -> None:
-    """Push mapped user columns into Stripe metadata, one update per customer."""
-    _run_write_job(ctx, "sync-metadata", config_path, out_dir, apply_, max_changes, confirm_live)
+def _write_command(name: str, help_text: str) -> click.Command:
+    """A `run NAME` command with the common write options and nothing else."""
+
+    @click.command(name, help=help_text)
+    @config_option
+    @out_option
+    @write_options
+    @click.pass_context
+    def command(
+        ctx: click.Context,
+        config_path: Path | None,
+        out_dir: Path | None,
+        apply_: bool,
+        max_changes: int,
+        confirm_live: bool,
+        fail_on: str | None,
+        email: bool | None,
+    ) -> None:
+        _run_write_job(
+            ctx, name, config_path, out_dir, apply_, max_changes, confirm_live, fail_on, email
+        )
+
+    return command
+
+
+sync_metadata = _write_command(
+    "sync-metadata", "Push mapped user columns into Stripe metadata, one update per customer."
+)
 
 
 @click.command("link-users")
@@ -116,6 +141,8 @@ def link_users(
     apply_: bool,
     max_changes: int,
     confirm_live: bool,
+    fail_on: str | None,
+    email: bool | None,
     create_missing: bool,
 ) -> None:
     """Write the customer id of each unlinked user with exactly one match into the user DB."""
@@ -127,62 +154,23 @@ def link_users(
         apply_,
         max_changes,
         confirm_live,
+        fail_on,
+        email,
         create_missing=create_missing,
     )
 
 
-@click.command("dedupe")
-@config_option
-@out_option
-@write_options
-@click.pass_context
-def dedupe(
-    ctx: click.Context,
-    config_path: Path | None,
-    out_dir: Path | None,
-    apply_: bool,
-    max_changes: int,
-    confirm_live: bool,
-) -> None:
-    """Delete safe duplicate customers; tag the others with metadata.duplicate_of."""
-    _run_write_job(ctx, "dedupe", config_path, out_dir, apply_, max_changes, confirm_live)
-
-
-@click.command("gdpr-delete")
-@config_option
-@out_option
-@write_options
-@click.pass_context
-def gdpr_delete(
-    ctx: click.Context,
-    config_path: Path | None,
-    out_dir: Path | None,
-    apply_: bool,
-    max_changes: int,
-    confirm_live: bool,
-) -> None:
-    """Delete the Stripe customer of each soft-deleted user, then clear the local link."""
-    _run_write_job(ctx, "gdpr-delete", config_path, out_dir, apply_, max_changes, confirm_live)
-
-
-@click.command("default-payment-method")
-@config_option
-@out_option
-@write_options
-@click.pass_context
-def default_payment_method(
-    ctx: click.Context,
-    config_path: Path | None,
-    out_dir: Path | None,
-    apply_: bool,
-    max_changes: int,
-    confirm_live: bool,
-) -> None:
-    """Make the newest unexpired card the default of customers that have cards but none."""
-    _run_write_job(
-        ctx, "default-payment-method", config_path, out_dir, apply_, max_changes, confirm_live
-    )
-
+dedupe = _write_command(
+    "dedupe", "Delete safe duplicate customers; tag the others with metadata.duplicate_of."
+)
+gdpr_delete = _write_command(
+    "gdpr-delete",
+    "Delete the Stripe customer of each soft-deleted user, then clear the local link.",
+)
+default_payment_method = _write_command(
+    "default-payment-method",
+    "Make the newest unexpired card the default of customers that have cards but none.",
+)
 
 MAINTENANCE_COMMANDS: tuple[click.Command, ...] = (
     sync_metadata,

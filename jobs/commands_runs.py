@@ -1,10 +1,13 @@
-"""`stripe-reconcile runs [show ID]`, and the `--resume` flag of every `run JOB` command."""
+"""`stripe-reconcile runs [show ID]`, the `--resume` flag of every `run JOB` command, and
+`--incremental/--full` of the read-only ones (reconcile, card-expiry)."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -12,12 +15,30 @@ from jobs.cli_support import ReconcileGroup, config_option, load
 from jobs.resume import RESUME_REQUESTED
 from reconcile.errors import ConfigError
 
-__all__ = ["add_resume_options", "runs"]
+__all__ = ["add_resume_options", "incremental_option", "runs"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _RESUME_HELP = (
     "Continue the job's last failed or interrupted run: its snapshot, its stored pages; "
     "only the rest is fetched (a fresh run when there is none)."
 )
+
+
+def incremental_option(func: F) -> F:
+    """`--incremental/--full` of the read-only jobs; neither: `[incremental] enabled`."""
+    return click.option(
+        "--incremental/--full",
+        "incremental",
+        default=None,
+        help=(
+            "--incremental: read Stripe's events since the last run into the customer mirror "
+            "instead of listing every customer (a full listing when the mirror cannot "
+            "stand: missing, 29 days old, [incremental] full_every_days due, other mode, "
+            "account or version); --full: list every customer "
+            "[default: [incremental] enabled]."
+        ),
+    )(func)
 
 
 def add_resume_options(group: click.Group) -> None:
@@ -51,7 +72,7 @@ def _resuming(callback: Any) -> Any:
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @click.pass_context
 def runs(ctx: click.Context, config_path: Path | None, job: str | None, limit: int) -> None:
-    """List recent runs: status, start, duration, findings, requests, 429s."""
+    """List recent runs: status, start, duration, findings, requests, 429s; reads in 30 days."""
     ctx.ensure_object(dict)
     ctx.obj["runs_config_path"] = config_path
     if ctx.invoked_subcommand is not None:
@@ -61,10 +82,25 @@ def runs(ctx: click.Context, config_path: Path | None, job: str | None, limit: i
 
     if limit < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--limit")
-    state = StateStore(load(ctx, config_path).state.url)
+    from jobs.registry import JOBS
+
+    if job is not None and job not in JOBS:
+        # A misspelt job would list nothing, as if it had never run.
+        raise ConfigError(
+            f"--job {job}: no job is called {job!r}; the jobs are {', '.join(sorted(JOBS))}"
+        )
+    settings = load(ctx, config_path)
+    state = StateStore(settings.state.url)
     try:
         records = state.list_runs(job, limit=limit)
         click.echo(format_runs(records, load_stats(state, [r.run_id for r in records])))
+        if records:
+            from jobs.read_budget import BUDGET_WINDOW, format_reads_line, reads_by_job
+
+            since = datetime.now(UTC) - BUDGET_WINDOW
+            click.echo(
+                format_reads_line(reads_by_job(state, since), settings.stripe.monthly_read_budget)
+            )
     finally:
         state.close()
 

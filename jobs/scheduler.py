@@ -10,6 +10,7 @@ their next stored page (they end `interrupted`, resumable), waits for them, and 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import zoneinfo
@@ -33,17 +34,21 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from jobs.base import Job
-from jobs.resume import STOP_OPTION
+from jobs.apply import CONFIRM_LIVE_ENV, confirm_live_from_env
+from jobs.base import STOP_OPTION, Job
+from jobs.delivery import after_run_hooks
 from reconcile.crontab import CronSpec, parse_crontab
 from reconcile.errors import ConfigError, ReconcileError
+from reconcile.job_options import JobOptions, scheduled_options
 from reconcile.logs import get_logger
+from reconcile.mode import Mode, mask_key
 from reconcile.settings import Settings
 from reconcile.unattended_settings import ScheduleEntry
 
 __all__ = [
     "ScheduledJob",
     "build_scheduler",
+    "check_live_confirmation",
     "format_fire_times",
     "next_fire_times",
     "scheduled_jobs",
@@ -105,6 +110,8 @@ class ScheduledJob:
     entry: ScheduleEntry
     spec: CronSpec
     trigger: BaseTrigger
+    # The entry's options checked against the job's model, its fail_on folded in.
+    options: JobOptions
 
 
 def schedule_timezone(settings: Settings) -> tzinfo:
@@ -122,11 +129,37 @@ def scheduled_jobs(settings: Settings, registry: Mapping[str, Job]) -> list[Sche
                 f"[schedule.jobs.{name}]: no job is called {name!r}; "
                 f"the jobs are {', '.join(sorted(registry))}"
             )
+        options = scheduled_options(
+            name, entry.options, entry.fail_on, where=f"[schedule.jobs.{name}]"
+        )
         if not entry.enabled:
             continue
         spec = parse_crontab(entry.cron)
-        found.append(ScheduledJob(registry[name], entry, spec, trigger_for(spec, tz)))
+        found.append(ScheduledJob(registry[name], entry, spec, trigger_for(spec, tz), options))
     return found
+
+
+# The options that make a run act on the outside world (a write, an email to a customer).
+_ACTS = ("apply", "send")
+
+
+def check_live_confirmation(
+    settings: Settings, jobs: Iterable[ScheduledJob], env: Mapping[str, str]
+) -> None:
+    """Refuse, before anything runs, a schedule that would write or send in live mode
+    without confirmation (the job's `confirm_live = true`, or the environment's)."""
+    confirmed_by_env = confirm_live_from_env(env)  # a malformed value is refused here too
+    acting = [s for s in jobs if any(s.options.as_mapping().get(k) is True for k in _ACTS)]
+    if not acting or confirmed_by_env or settings.mode is not Mode.LIVE:
+        return
+    for scheduled in acting:
+        if scheduled.options.as_mapping().get("confirm_live") is not True:
+            raise ConfigError(
+                f"[schedule.jobs.{scheduled.job.name}] writes or sends in live mode (key "
+                f"{mask_key(settings.require_key())}) without confirmation: add "
+                f"confirm_live = true to its options, or set {CONFIRM_LIVE_ENV}=1; "
+                "nothing was run"
+            )
 
 
 def format_fire_times(times: Iterable[datetime]) -> list[str]:
@@ -166,19 +199,17 @@ def run_scheduled(settings: Settings) -> RunJob:
     """What a fire does: one run through the runner; its errors are logged, never raised."""
 
     def run(scheduled: ScheduledJob, stop: threading.Event) -> None:
-        from jobs.delivery import after_run_hooks
-        from jobs.runner import execute_job
+        from jobs.options import run_job
 
         entry = scheduled.entry
         try:
-            outcome = execute_job(
+            # The same path as a `run JOB` command with the same options.
+            outcome = run_job(
                 scheduled.job,
                 settings,
+                scheduled.options,
                 out_dir=Path(entry.out) if entry.out else None,
-                options={**entry.options, STOP_OPTION: stop},
-                fail_on=entry.fail_on,
-                # Emailed when [email] to is set, as a `run` command would.
-                after_run=after_run_hooks(settings, None),
+                extra={STOP_OPTION: stop},
             )
         except ReconcileError as exc:
             log.error(
@@ -259,6 +290,7 @@ def serve(
     *,
     run: RunJob | None = None,
     run_now: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Run the schedule in the foreground until SIGTERM or SIGINT; returns after a clean stop."""
     jobs = scheduled_jobs(settings, registry)
@@ -267,6 +299,11 @@ def serve(
             "[schedule] has no jobs: add e.g. [schedule.jobs.reconcile] with "
             'cron = "17 3 * * *" to the configuration'
         )
+    check_live_confirmation(settings, jobs, os.environ if env is None else env)
+    for scheduled in jobs:
+        # A report that could never be emailed (no recipients, no password) is refused
+        # now, not at the first fire.
+        after_run_hooks(settings, scheduled.options.email)
     stop = threading.Event()
     running = _Running()
     scheduler = build_scheduler(

@@ -2,24 +2,35 @@
 
 The secret key never comes from the file (files get committed); it comes from
 `STRIPE_SECRET_KEY` or from the file named by `STRIPE_SECRET_KEY_FILE` (a mounted
-Kubernetes secret).
+Kubernetes secret). The user DB URL, which holds a password, may come the same way from
+`STRIPE_RECONCILE_USERDB_URL` or `STRIPE_RECONCILE_USERDB_URL_FILE`, over `[userdb] url`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
+from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from reconcile.errors import ConfigError
-from reconcile.limiter import global_limit_for
+from reconcile.job_options import explain_error, scheduled_options
+from reconcile.limiter import DEFAULT_LIMIT_SHARE, global_limit_for
 from reconcile.mode import Mode, mode_of_key
-from reconcile.unattended_settings import MetricsSettings, ResumeSettings, ScheduleSettings
+from reconcile.unattended_settings import (
+    IncrementalSettings,
+    MetricsSettings,
+    ResumeSettings,
+    ScheduleSettings,
+    check_http_url,
+)
 
 __all__ = [
     "CONFIG_ENV",
@@ -31,6 +42,7 @@ __all__ = [
     "StateSettings",
     "StripeSettings",
     "UserDBSettings",
+    "check_transport",
     "load_settings",
 ]
 
@@ -42,7 +54,13 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a TOML string is not a boolean or a number ("false" would read as true, "5"
+    # hides a quoting mistake); inf and nan are no setting's value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+# TOML has no path type: paths are strings, converted here.
+PathSetting = Annotated[Path, Field(strict=False)]
 
 
 class StripeSettings(_Section):
@@ -52,15 +70,47 @@ class StripeSettings(_Section):
     # delay up to eight times it (1, 2, 4, 8 s by default).
     max_retries: int = Field(default=5, ge=0, le=20)
     retry_initial_delay: float = Field(default=1.0, gt=0, le=60)
+    # How long one request may wait for Stripe's answer before it counts as a dropped
+    # connection (retried like one); the SDK's own default is 80 s.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Redis holding the rate budget that every process and pod of the account shares;
+    # unset: each process keeps its own (shared by the runs inside it).
+    limiter_url: str | None = None
+    # This tool's part of each of Stripe's limits; the rest is left to the account's
+    # other clients (the production app).
+    limit_share: float = DEFAULT_LIMIT_SHARE
+    # Stripe's reads (GET requests) allowed to this tool over 30 days; 0: no budget kept.
+    monthly_read_budget: int = Field(default=0, ge=0)
 
     @field_validator("api_base")
     @classmethod
     def _api_base_is_http(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:12111")
-        return value.rstrip("/")
+        base = check_http_url(value, "http://127.0.0.1:12111")
+        if urlsplit(base).path.rstrip("/").endswith("/v1"):
+            # The SDK appends /v1/customers itself: a base ending in /v1 answers 404.
+            raise ValueError(f"leave out the /v1 at its end (got {value!r}): the paths add it")
+        return base
+
+    @field_validator("limiter_url")
+    @classmethod
+    def _limiter_url_is_redis(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^(rediss?|unix)://\S+$", value):
+            raise ValueError("must be a Redis URL such as redis://redis:6379/0 (or rediss://)")
+        return value
+
+    @field_validator("limit_share")
+    @classmethod
+    def _limit_share_is_a_share(cls, value: float) -> float:
+        if not 0 < value <= 1.0:
+            raise ValueError(
+                f"{value:g} is not a share of Stripe's limits: set it above 0 and at most 1.0 "
+                "(0.8 leaves a fifth of each limit to the account's other clients)"
+            )
+        return value
 
 
 class UserDBSettings(_Section):
@@ -74,7 +124,7 @@ class UserDBSettings(_Section):
     user_id_metadata_key: str = "user_id"
     scope: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=lambda: {"plan": "plan"})
-    chunk_size: int = Field(default=50_000, ge=100)
+    chunk_size: int = Field(default=50_000, ge=100, le=10_000_000)
 
     @field_validator("table", "id_column", "email_column", "customer_id_column")
     @classmethod
@@ -124,7 +174,7 @@ class StateSettings(_Section):
 
 
 class ReportsSettings(_Section):
-    out: Path = Path("output")
+    out: PathSetting = Path("output")
     formats: list[ReportFormat] = Field(default_factory=lambda: list(_ALL_FORMATS))
     file_mode: int = Field(default=0o600, ge=0, le=0o777)
 
@@ -147,7 +197,7 @@ class EmailSettings(_Section):
     smtp_port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     user: str | None = None
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
     zip_above_bytes: int = Field(default=5_000_000, ge=0)
     include_personal_data: bool = True
 
@@ -155,15 +205,25 @@ class EmailSettings(_Section):
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
-            if not re.match(r"^[^@\s]+@[^@\s]+$", address):
-                raise ValueError(f"{address!r} is not an email address (name@example.com)")
+            _check_address(address)
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        # "Billing <billing@example.com>" is a sender too.
+        found = getaddresses([value])
+        _name, address = found[0] if len(found) == 1 else ("", "")
+        if "\n" in value or "\r" in value or not address:
+            raise ValueError(f"{value!r} is not one email address: set a single address")
+        _check_address(address)
         return value
 
 
 class CardExpirySettings(_Section):
     days: int = Field(default=30, ge=0, le=3650)
-    reminder_template: Path | None = None
-    remind_again_after_days: int | None = Field(default=None, ge=1)
+    reminder_template: PathSetting | None = None
+    remind_again_after_days: int | None = Field(default=None, ge=1, le=3650)
     # A Jinja2 template; `card` is the soonest-expiring card of the email, `name` the customer's.
     subject: str = "Please update your card ending in {{ card.last4 }}"
 
@@ -186,11 +246,12 @@ class Settings(_Section):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     resume: ResumeSettings = Field(default_factory=ResumeSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    incremental: IncrementalSettings = Field(default_factory=IncrementalSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
     card_expiry: CardExpirySettings = Field(default_factory=CardExpirySettings)
-    secret_key: SecretStr | None = Field(default=None, exclude=True)
-    config_path: Path | None = Field(default=None, exclude=True)
+    secret_key: SecretStr | None = Field(default=None, exclude=True, strict=False)
+    config_path: PathSetting | None = Field(default=None, exclude=True)
 
     @property
     def mode(self) -> Mode:
@@ -209,6 +270,38 @@ class Settings(_Section):
         return global_limit_for(self.mode, self.stripe.max_requests_per_second)
 
 
+def _check_address(address: str) -> None:
+    if not re.match(r"^[^@\s,;<>]+@[^@\s,;<>]+$", address):
+        raise ValueError(f"{address!r} is not one email address: set a single address")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(settings: Settings, api_base_source: str = "[stripe] api_base") -> None:
+    """Refuse a live key bound for a plain-http API base off this machine.
+
+    Over http the key travels in clear text in every request's Authorization header. A
+    loopback base (the sandbox, stripe-mock) never leaves the machine, so it is allowed.
+    """
+    base = settings.stripe.api_base
+    if settings.secret_key is None or base is None or settings.mode is not Mode.LIVE:
+        return
+    parts = urlsplit(base)
+    if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+        return
+    raise ConfigError(
+        f"{api_base_source} {base} is plain http to another machine: a live-mode key would "
+        "travel unencrypted; use an https:// URL (plain http only to 127.0.0.1 or localhost)"
+    )
+
+
 def _check_metadata_key(key: str) -> None:
     if not key or len(key) > 40 or "[" in key or "]" in key:
         raise ValueError(
@@ -218,14 +311,15 @@ def _check_metadata_key(key: str) -> None:
 
 def _describe_error(error: Mapping[str, Any]) -> str:
     location = [str(part) for part in error.get("loc", ())]
-    section = f"[{location[0]}]" if location else "the file"
-    setting = ".".join(location[1:]) if len(location) > 1 else ""
+    # A job's table is named as the user wrote it: [schedule.jobs.reconcile] cron.
+    table = 3 if location[:2] == ["schedule", "jobs"] and len(location) > 3 else 1
+    section = f"[{'.'.join(location[:table])}]" if location else "the file"
+    setting = ".".join(location[table:])
     where = f"{section} {setting}".strip()
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return f"{where}: unknown setting; remove it or check its spelling in the README"
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{where}: {message}"
+    return f"{where}: {explain_error(error)}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -259,11 +353,51 @@ def _read_key(env: Mapping[str, str]) -> SecretStr | None:
                 f"STRIPE_SECRET_KEY_FILE={key_file} cannot be read ({exc.strerror}): "
                 "point it at the mounted secret file"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"STRIPE_SECRET_KEY_FILE={key_file} is not a text file: it must hold the key "
+                "(sk_live_... or rk_live_..., sk_test_... or rk_test_...) and nothing else"
+            ) from None
         if not value:
             raise ConfigError(f"STRIPE_SECRET_KEY_FILE={key_file} is empty: put the key in it")
         return SecretStr(value)
     if direct is not None:
         return SecretStr(direct.strip())
+    return None
+
+
+USERDB_URL_ENV = "STRIPE_RECONCILE_USERDB_URL"
+
+
+def _read_userdb_url(env: Mapping[str, str]) -> str | None:
+    """The user DB URL from the environment or a mounted Secret file, so its password never
+    sits in a config file or ConfigMap; None when neither is set. Never logged."""
+    direct = env.get(USERDB_URL_ENV)
+    url_file = env.get(f"{USERDB_URL_ENV}_FILE")
+    if direct and url_file:
+        raise ConfigError(
+            f"both {USERDB_URL_ENV} and {USERDB_URL_ENV}_FILE are set: keep only one"
+        )
+    if url_file:
+        try:
+            value = Path(url_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{USERDB_URL_ENV}_FILE={url_file} cannot be read ({exc.strerror}): "
+                "point it at the mounted secret file"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{USERDB_URL_ENV}_FILE={url_file} is not a text file: it must hold the user "
+                "database URL (e.g. postgresql+psycopg://user:password@host/db) and nothing else"
+            ) from None
+        if not value:
+            raise ConfigError(
+                f"{USERDB_URL_ENV}_FILE={url_file} is empty: put the user database URL in it"
+            )
+        return value
+    if direct:
+        return direct.strip()
     return None
 
 
@@ -280,8 +414,25 @@ def load_settings(
                 f"configuration file {path} holds a Stripe key ({secret_name}): remove it and "
                 "set STRIPE_SECRET_KEY or STRIPE_SECRET_KEY_FILE instead"
             )
+    api_base_source = "[stripe] api_base"
     if environ.get("STRIPE_API_BASE"):
-        raw.setdefault("stripe", {})["api_base"] = environ["STRIPE_API_BASE"]
+        stripe_section = raw.setdefault("stripe", {})
+        if not isinstance(stripe_section, dict):
+            raise ConfigError(
+                f"configuration file {path}: [stripe] must be a table ([stripe] on a line of "
+                "its own, its settings below)"
+            )
+        stripe_section["api_base"] = environ["STRIPE_API_BASE"]
+        api_base_source = "STRIPE_API_BASE"
+    userdb_url = _read_userdb_url(environ)
+    if userdb_url is not None:
+        userdb_section = raw.setdefault("userdb", {})
+        if not isinstance(userdb_section, dict):
+            raise ConfigError(
+                f"configuration file {path}: [userdb] must be a table ([userdb] on a line of "
+                "its own, its settings below)"
+            )
+        userdb_section["url"] = userdb_url
     try:
         settings = Settings.model_validate(
             {**raw, "secret_key": _read_key(environ), "config_path": path}
@@ -290,7 +441,16 @@ def load_settings(
         source = f"configuration file {path}" if path else "settings"
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        if api_base_source == "STRIPE_API_BASE" and first.get("loc") == ("stripe", "api_base"):
+            raise ConfigError(f"STRIPE_API_BASE: {explain_error(first)}") from None
         raise ConfigError(f"{source}: {_describe_error(first)}{more}") from None
+    source = f"configuration file {path}: " if path else ""
+    for name, entry in settings.schedule.jobs.items():
+        # Checked now, so no command (serve above all) starts on a schedule it cannot run.
+        scheduled_options(
+            name, entry.options, entry.fail_on, where=f"{source}[schedule.jobs.{name}]"
+        )
     if settings.secret_key is not None:
         settings.max_requests_per_second()  # a rate above the key's mode is refused now
+        check_transport(settings, api_base_source)
     return settings

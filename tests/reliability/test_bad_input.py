@@ -98,6 +98,15 @@ def key_file(content: str | None) -> Arrange:
     return arrange
 
 
+def key_file_bytes(content: bytes) -> Arrange:
+    def arrange(scene: Scene) -> None:
+        path = scene.tmp_path / "stripe-key"
+        path.write_bytes(content)
+        scene.env.update(STRIPE_SECRET_KEY=None, STRIPE_SECRET_KEY_FILE=str(path))
+
+    return arrange
+
+
 def both(*steps: Arrange) -> Arrange:
     def arrange(scene: Scene) -> None:
         for step in steps:
@@ -212,6 +221,7 @@ CASES: list[Case] = [
     Case("key-set-twice", EXIT_CONFIG, "keep only one", both(key_file("sk_test_" + "F" * 24), env(STRIPE_SECRET_KEY="sk_test_" + "E" * 24))),
     Case("key-file-missing", EXIT_CONFIG, "cannot be read", key_file(None)),
     Case("key-file-empty", EXIT_CONFIG, "is empty: put the key in it", key_file("\n")),
+    Case("key-file-not-text", EXIT_CONFIG, "is not a text file: it must hold the key", key_file_bytes(b"\xff\xfesk_test_")),
     Case("key-of-the-other-mode", EXIT_CONFIG, "is of the wrong mode; set STRIPE_SECRET_KEY to a test-mode key", env(STRIPE_SECRET_KEY=LIVE_KEY)),
     Case("key-revoked-401", EXIT_STRIPE, "Stripe refused the key sk_test_...wxyz (401", revoked_key),
     Case("check-key-revoked-401", EXIT_STRIPE, "", revoked_key, ("check",)),
@@ -234,6 +244,43 @@ CASES: list[Case] = [
     Case("out-is-a-regular-file", EXIT_CONFIG, "is a file", out_is_a_file),
     Case("disk-full-while-writing", EXIT_CONFIG, "the disk is full", disk_fills_up),
     Case("fail-on-unknown-severity", EXIT_CONFIG, "Invalid value for '--fail-on'", lambda scene: scene.extra_args.extend(["--fail-on", "fatal"])),
+    # --- wrong types, out-of-range values and bad URLs: exit 2 at load (some were 70) ---
+    Case("config-number-as-a-string", EXIT_CONFIG, '[stripe] max_retries: expected a whole number, got the string "5"', setting("stripe", max_retries="5")),
+    Case("config-boolean-as-a-string", EXIT_CONFIG, '[email] include_personal_data: expected true or false, got the string "no"', setting("email", include_personal_data="no")),
+    Case("config-not-a-number", EXIT_CONFIG, "[stripe] retry_initial_delay: expected a finite number", setting("stripe", retry_initial_delay=float("nan"))),
+    Case("config-api-base-broken-ipv6", EXIT_CONFIG, "[stripe] api_base: must be an http:// or https:// URL", both(setting("stripe", api_base="http://[::1"), env(STRIPE_API_BASE=None))),
+    Case("config-api-base-bad-port", EXIT_CONFIG, "[stripe] api_base: must be an http:// or https:// URL", both(setting("stripe", api_base="http://127.0.0.1:port"), env(STRIPE_API_BASE=None))),
+    Case("config-api-base-with-v1", EXIT_CONFIG, "[stripe] api_base: leave out the /v1 at its end", both(setting("stripe", api_base="http://127.0.0.1:12111/v1/"), env(STRIPE_API_BASE=None))),
+    Case("config-api-base-with-password", EXIT_CONFIG, "[stripe] api_base: must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:12111 and no user or password in it", both(setting("stripe", api_base="http://ops:hunter2@127.0.0.1:12111"), env(STRIPE_API_BASE=None))),
+    Case("env-api-base-broken-ipv6", EXIT_CONFIG, "STRIPE_API_BASE: must be an http:// or https:// URL", env(STRIPE_API_BASE="http://[::1")),
+    Case("config-timeout-zero", EXIT_CONFIG, "[stripe] timeout_seconds: must be more than 0", setting("stripe", timeout_seconds=0)),
+    Case("config-chunk-size-huge", EXIT_CONFIG, "[userdb] chunk_size: must be 10000000 or less", setting("userdb", chunk_size=9_999_999_999_999_999)),
+    Case("config-resume-age-huge", EXIT_CONFIG, "[resume] max_age_hours: must be 8784 or less", setting("resume", auto=True, max_age_hours=1e300)),
+    Case("config-misfire-grace-huge", EXIT_CONFIG, "[schedule] misfire_grace_seconds: must be 2678400 or less", setting("schedule", misfire_grace_seconds=99_999_999_999_999_999)),
+    Case("config-sender-two-addresses", EXIT_CONFIG, "[email] from: '[email], [email]' is not one email address: set a single address", setting("email", **{"from": "ops@example.com, x@evil.example"})),
+    Case("config-pushgateway-not-a-url", EXIT_CONFIG, "[metrics] pushgateway_url: must be an http:// or https:// URL", setting("metrics", pushgateway_url="http://[::1")),
+    Case("config-bad-timezone", EXIT_CONFIG, "[schedule] timezone: unknown time zone 'Mars/Olympus'", setting("schedule", timezone="Mars/Olympus")),
+    Case("schedule-bad-cron", EXIT_CONFIG, "[schedule.jobs.reconcile] cron: cron expression '61 3 * * *': minute field", setting("schedule.jobs.reconcile", cron="61 3 * * *")),
+    Case("schedule-enabled-as-a-string", EXIT_CONFIG, '[schedule.jobs.reconcile] enabled: expected true or false, got the string "no"', setting("schedule.jobs.reconcile", cron="17 3 * * *", enabled="no")),
+    Case("schedule-unknown-job", EXIT_CONFIG, "[schedule.jobs.reconcil]: no job is called 'reconcil'", setting("schedule.jobs.reconcil", cron="17 3 * * *")),
+    Case("schedule-option-string-boolean", EXIT_CONFIG, '[schedule.jobs.sync-metadata] options.apply: expected true or false, got the string "false"', setting("schedule.jobs.sync-metadata", cron="17 3 * * *", options={"apply": "false"})),
+    Case("schedule-option-string-boolean-schedule", EXIT_CONFIG, '[schedule.jobs.sync-metadata] options.apply: expected true or false, got the string "false"', setting("schedule.jobs.sync-metadata", cron="17 3 * * *", options={"apply": "false"}), ("schedule",)),
+    Case("schedule-option-string-boolean-check", EXIT_CONFIG, '[schedule.jobs.sync-metadata] options.apply: expected true or false, got the string "false"', setting("schedule.jobs.sync-metadata", cron="17 3 * * *", options={"apply": "false"}), ("check",)),
+    Case("schedule-confirm-live-as-a-string", EXIT_CONFIG, '[schedule.jobs.dedupe] options.apply: expected true or false, got the string "no" (and 1 more)', setting("schedule.jobs.dedupe", cron="17 3 * * *", options={"apply": "no", "confirm_live": "no"})),
+    Case("schedule-option-unknown", EXIT_CONFIG, "[schedule.jobs.link-users] options.create: unknown option; link-users takes apply", setting("schedule.jobs.link-users", cron="17 3 * * *", options={"create": True})),
+    Case("schedule-option-number-as-a-string", EXIT_CONFIG, '[schedule.jobs.dedupe] options.max_changes: expected a whole number, got the string "5"', setting("schedule.jobs.dedupe", cron="17 3 * * *", options={"max_changes": "5"})),
+    Case("schedule-option-negative", EXIT_CONFIG, "[schedule.jobs.dedupe] options.max_changes: must be 0 or more, got the number -3", setting("schedule.jobs.dedupe", cron="17 3 * * *", options={"max_changes": -3})),
+    Case("schedule-option-days-out-of-range", EXIT_CONFIG, "[schedule.jobs.card-expiry] options.days: must be 3650 or less", setting("schedule.jobs.card-expiry", cron="17 3 * * *", options={"days": 9999})),
+    Case("schedule-fail-on-twice", EXIT_CONFIG, "[schedule.jobs.reconcile]: fail_on = \"error\" and options.fail_on = \"info\" disagree", setting("schedule.jobs.reconcile", cron="17 3 * * *", fail_on="error", options={"fail_on": "info"})),
+    Case("runs-of-an-unknown-job", EXIT_CONFIG, "--job reconcil: no job is called 'reconcil'", lambda scene: None, ("runs", "--job", "reconcil")),
+    # --- a live key never travels over plain http off this machine ---------------------
+    Case("live-key-over-plain-http", EXIT_CONFIG, "STRIPE_API_BASE http://10.1.2.3 is plain http to another machine", env(STRIPE_SECRET_KEY=LIVE_KEY, STRIPE_API_BASE="http://10.1.2.3")),
+    Case("live-key-over-plain-http-config", EXIT_CONFIG, "[stripe] api_base http://stripe-proxy.internal:8080 is plain http to another machine", both(setting("stripe", api_base="http://stripe-proxy.internal:8080"), env(STRIPE_SECRET_KEY=LIVE_KEY, STRIPE_API_BASE=None))),
+    Case("live-key-over-plain-http-check", EXIT_CONFIG, "STRIPE_API_BASE http://10.1.2.3 is plain http", env(STRIPE_SECRET_KEY=LIVE_KEY, STRIPE_API_BASE="http://10.1.2.3"), ("check",)),
+    # --- live confirmation: one parser ----------------------------------------------------
+    Case("confirm-live-variable-malformed", EXIT_CONFIG, "STRIPE_RECONCILE_CONFIRM_LIVE='maybe' is neither yes nor no", env(STRIPE_RECONCILE_CONFIRM_LIVE="maybe"), ("run", "sync-metadata", "--apply")),
+    Case("confirm-live-variable-malformed-send", EXIT_CONFIG, "STRIPE_RECONCILE_CONFIRM_LIVE='on' is neither yes nor no", env(STRIPE_RECONCILE_CONFIRM_LIVE="on"), ("run", "card-expiry", "--send")),
+    Case("confirm-live-variable-malformed-check", EXIT_CONFIG, "STRIPE_RECONCILE_CONFIRM_LIVE='maybe' is neither yes nor no", env(STRIPE_RECONCILE_CONFIRM_LIVE="maybe"), ("check",)),
 ]  # fmt: skip
 
 
@@ -275,10 +322,11 @@ def test_bad_input_is_one_line_an_exit_code_and_nothing_half_written(
     shown = result.output + result.stderr
     assert "Traceback" not in shown
     assert result.exit_code == case.code, shown
-    if case.command == ("check",):
-        # check reports every problem on stdout, one FAIL line each.
-        fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-        assert fails, result.stdout
+    fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    if case.command == ("check",) and fails:
+        # check reports every problem it reaches on stdout, one FAIL line each (a
+        # configuration it cannot load is one error line, as for any command).
+        assert any(case.expected in line for line in fails), result.stdout
     else:
         lines = error_lines(result)
         assert len(lines) == 1, result.stderr

@@ -71,7 +71,7 @@ def test_live_mode_allows_up_to_100_per_second(tmp_path: Path) -> None:
         ("[stripe\n", {}, "is not valid TOML"),
         ("[userdb]\ntabel = 'users'\n", {}, "[userdb] tabel: unknown setting"),
         ("[stripe]\nmax_requests_per_second = 'fast'\n", {}, "[stripe] max_requests_per_second"),
-        ("[stripe]\nmax_requests_per_second = -1\n", {}, "greater than or equal to 0"),
+        ("[stripe]\nmax_requests_per_second = -1\n", {}, "must be 0 or more, got the number -1"),
         ("[stripe]\napi_base = 'localhost:12111'\n", {}, "must be an http:// or https:// URL"),
         ("[userdb]\ntable = 'users; drop table x'\n", {}, "[userdb] table"),
         ("[userdb.metadata]\n'plan[x]' = 'plan'\n", {}, "breaks Stripe's rules"),
