@@ -12,6 +12,14 @@ Shape of a bucket for a limit of N requests a second: burst ``b`` and emission i
 ``b + floor(d / T)`` requests in any closed interval of length ``d``; with that ``T`` that
 is at most ``N`` in any one-second window, and the sustained rate ``1 / T`` stays within a
 few percent of ``N`` (91% at 25/s, 90% at 20/s, 94% at 100/s, 95% below 20/s).
+
+Stripe's limits belong to the account, and other clients (the team's production app) spend
+them too: ``share`` scales every limit to this tool's part of it. And Stripe's refusals
+are listened to: a 429 whose ``Stripe-Rate-Limited-Reason`` names a bucket slows that
+bucket (multiplied by `DECREASE`, at most once per `DECREASE_COOLDOWN`, since one
+overload refuses several requests at once) and it recovers `RECOVERY_PER_SECOND` of its
+rate a second, back to the share (`Slowdown`). A 429 without the header (a lock timeout)
+says nothing about the rate and slows nothing.
 """
 
 from __future__ import annotations
@@ -27,14 +35,25 @@ from reconcile.errors import ConfigError
 from reconcile.mode import Mode
 
 __all__ = [
+    "DECREASE",
+    "DECREASE_COOLDOWN",
+    "DEFAULT_LIMIT_SHARE",
+    "GLOBAL_BUCKET",
+    "MIN_FACTOR",
     "MODE_LIMITS",
     "PER_ENDPOINT_LIMIT",
+    "RECOVERY_PER_SECOND",
     "SAFETY",
+    "SEARCH_BUCKET",
     "SEARCH_LIMIT",
     "BucketShape",
     "GcraBucket",
     "RequestLimiter",
+    "Slowdown",
     "bucket_shape",
+    "buckets_named_by",
+    "check_limit_share",
+    "endpoint_bucket",
     "global_limit_for",
     "is_search_endpoint",
 ]
@@ -47,6 +66,20 @@ SEARCH_LIMIT = 20.0
 # and a busy client (30 threads parsing pages) sends some requests later than that:
 # bench/scale_bench.py saw 41 429s in 1,380 requests; 0.05 leaves a request and ~70 ms.
 SAFETY = 0.05
+
+# This tool's part of each of Stripe's limits; the rest is left to the account's other clients.
+DEFAULT_LIMIT_SHARE = 0.8
+# Slowing down after Stripe refuses (AIMD, as TCP does): the factor on a bucket's rate.
+DECREASE = 0.7
+# Refusals closer together than this are one overload (requests in flight together).
+DECREASE_COOLDOWN = 1.0
+# Recovery a second, as a fraction of the bucket's full rate: 0.7 -> 1.0 in 6 s.
+RECOVERY_PER_SECOND = 0.05
+# Never below a tenth: a run still finishes while a busy app holds the account.
+MIN_FACTOR = 0.1
+
+GLOBAL_BUCKET = "global"
+SEARCH_BUCKET = "search"
 
 
 @dataclass(frozen=True)
@@ -66,11 +99,18 @@ class BucketShape:
         return 1.0 / self.interval
 
 
-def bucket_shape(limit: float, burst: int | None = None) -> BucketShape:
-    """The bucket that never lets more than ``limit`` requests into any one-second window."""
+def bucket_shape(
+    limit: float, burst: int | None = None, *, clamp_burst: bool = False
+) -> BucketShape:
+    """The bucket that never lets more than ``limit`` requests into any one-second window.
+
+    ``clamp_burst`` lowers a given burst to what the limit allows (a slowed bucket).
+    """
     if not limit > 0 or math.isinf(limit):
         raise ValueError(f"a rate limit must be a positive number of requests a second: {limit}")
     per_window = max(1, math.floor(limit))
+    if burst is not None and clamp_burst:
+        burst = min(burst, per_window)
     if burst is None:
         # A small burst absorbs a few requests arriving together; each extra token
         # costs one request a second of sustained rate, so keep it at 2 (1 below 20/s,
@@ -139,6 +179,62 @@ class GcraBucket:
         return len(self._ahead)
 
 
+@dataclass(frozen=True)
+class Slowdown:
+    """A bucket slowed by Stripe's refusals: ``factor`` of its rate at ``since`` (the last
+    decrease), recovering `RECOVERY_PER_SECOND` a second from then."""
+
+    factor: float
+    since: float
+
+    def factor_at(self, now: float) -> float:
+        return min(1.0, self.factor + RECOVERY_PER_SECOND * max(0.0, now - self.since))
+
+    @staticmethod
+    def after_refusal(current: Slowdown | None, now: float) -> Slowdown:
+        """The slowdown once Stripe refused at ``now``: one decrease per cooldown."""
+        if current is None:
+            return Slowdown(max(MIN_FACTOR, DECREASE), now)
+        if now - current.since < DECREASE_COOLDOWN:
+            return current
+        return Slowdown(max(MIN_FACTOR, current.factor_at(now) * DECREASE), now)
+
+
+def endpoint_bucket(endpoint: str) -> str:
+    return f"endpoint:{endpoint}"
+
+
+def buckets_named_by(reason: str | None, endpoint: str) -> tuple[str, ...]:
+    """The buckets a 429's ``Stripe-Rate-Limited-Reason`` names for a request to ``endpoint``.
+
+    ``global-rate``/``global-concurrency``: the account's; ``endpoint-*``: the endpoint's,
+    and for a search the search limit too (Stripe reports that one as an endpoint's);
+    ``search-*``: the search limit. Nothing for anything else: no header (a lock timeout),
+    ``resource-specific`` (one object is busy, not the account).
+    """
+    if not reason:
+        return ()
+    kind = reason.strip().lower().split("-", 1)[0]
+    search = is_search_endpoint(endpoint)
+    if kind == "global":
+        return (GLOBAL_BUCKET,)
+    if kind == "endpoint":
+        own = endpoint_bucket(endpoint)
+        return (own, SEARCH_BUCKET) if search else (own,)
+    if kind == "search" and search:
+        return (SEARCH_BUCKET,)
+    return ()
+
+
+def check_limit_share(share: float) -> float:
+    if not 0 < share <= 1.0 or math.isnan(share):
+        raise ConfigError(
+            f"[stripe] limit_share = {share:g} is not a share of Stripe's limits: set it above "
+            "0 and at most 1.0 (0.8 leaves a fifth of each limit to the account's other clients)"
+        )
+    return share
+
+
 def is_search_endpoint(endpoint: str) -> bool:
     """Search endpoints (``GET /v1/customers/search`` and the like) share the search limit."""
     return endpoint.endswith("/search")
@@ -157,16 +253,22 @@ class RequestLimiter:
         per_endpoint_limit: float = PER_ENDPOINT_LIMIT,
         search_limit: float = SEARCH_LIMIT,
         burst: int | None = None,
+        share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.global_limit = global_limit
-        self.per_endpoint_limit = per_endpoint_limit
-        self.search_limit = search_limit
-        self._global = GcraBucket(bucket_shape(global_limit, burst))
-        self._endpoint_shape = bucket_shape(per_endpoint_limit)
+        self.share = check_limit_share(share)
+        # The limits this tool keeps to: its share of each.
+        self.global_limit = global_limit * share
+        self.per_endpoint_limit = per_endpoint_limit * share
+        self.search_limit = search_limit * share
+        self._burst = burst
+        self._global = GcraBucket(bucket_shape(self.global_limit, burst))
+        self._endpoint_shape = bucket_shape(self.per_endpoint_limit)
         self._endpoints: dict[str, GcraBucket] = {}
-        self._search = GcraBucket(bucket_shape(search_limit))
+        self._search = GcraBucket(bucket_shape(self.search_limit))
+        # Buckets slowed by Stripe's refusals; empty (the usual case) costs nothing.
+        self._slowdowns: dict[str, Slowdown] = {}
         # How late a send may be before it must take a new slot. Sends each at most L
         # after its reserved instant put the reservations of a span of 1 + L seconds into
         # one second; with T = (1 + SAFETY) / (N - b + 1) those are at most N while
@@ -186,16 +288,24 @@ class RequestLimiter:
         mode: Mode,
         max_requests_per_second: float = 0,
         *,
+        share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RequestLimiter:
-        """The limiter for a key's mode; 0 means the mode's own limit, and only lower is allowed."""
-        return cls(global_limit_for(mode, max_requests_per_second), clock=clock, sleep=sleep)
+        """The limiter for a key's mode; 0 means the mode's own limit, and only lower is allowed.
+
+        ``share`` of every limit (global, per endpoint, search) is this tool's.
+        """
+        return cls(
+            global_limit_for(mode, max_requests_per_second), share=share, clock=clock, sleep=sleep
+        )
 
     def reserve(self, endpoint: str) -> float:
         """Claim the earliest instant at which ``endpoint`` may be requested; does not wait."""
         with self._lock:
             now = self._clock()
+            if self._slowdowns:
+                self._apply_slowdowns(now)
             buckets = self._buckets_of(endpoint)
             for bucket in buckets:
                 bucket.advance(now)
@@ -236,6 +346,44 @@ class RequestLimiter:
             for bucket in buckets:
                 bucket.advance(now)
             return max(bucket.reserved_ahead for bucket in buckets)
+
+    def rate_limited(self, endpoint: str, reason: str | None) -> tuple[str, ...]:
+        """Stripe refused a request to ``endpoint`` with a 429 giving ``reason`` (its
+        ``Stripe-Rate-Limited-Reason``): slow the buckets it names, and return them."""
+        names = buckets_named_by(reason, endpoint)
+        if names:
+            with self._lock:
+                now = self._clock()
+                for name in names:
+                    self._slowdowns[name] = Slowdown.after_refusal(self._slowdowns.get(name), now)
+                self._apply_slowdowns(now)
+        return names
+
+    def rate_factor(self, bucket: str) -> float:
+        """The share of its configured rate a bucket runs at now (1.0 unless slowed)."""
+        with self._lock:
+            slowdown = self._slowdowns.get(bucket)
+            return 1.0 if slowdown is None else slowdown.factor_at(self._clock())
+
+    def _apply_slowdowns(self, now: float) -> None:
+        for name, slowdown in list(self._slowdowns.items()):
+            factor = slowdown.factor_at(now)
+            if factor >= 1.0:
+                del self._slowdowns[name]
+            self._reshape(name, factor)
+
+    def _reshape(self, name: str, factor: float) -> None:
+        if name == GLOBAL_BUCKET:
+            bucket, limit, burst = self._global, self.global_limit, self._burst
+        elif name == SEARCH_BUCKET:
+            bucket, limit, burst = self._search, self.search_limit, None
+        else:
+            endpoint = name.removeprefix("endpoint:")
+            found = self._endpoints.get(endpoint)
+            if found is None:
+                found = self._endpoints[endpoint] = GcraBucket(self._endpoint_shape)
+            bucket, limit, burst = found, self.per_endpoint_limit, None
+        bucket.shape = bucket_shape(limit * min(factor, 1.0), burst, clamp_burst=True)
 
     @property
     def global_interval(self) -> float:
