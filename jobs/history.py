@@ -1,11 +1,12 @@
 """Run history: what `stripe-reconcile runs` shows, and the upkeep that keeps it true.
 
 - `record_run_stats`: the request facts a run record has no column for (429s, retries,
-  errors, duration), in a table of our own, written for every run however it ends.
+  errors, duration), in a table of our own, written for every run however it ends; and
+  its reads (GET requests), kept for the read budget (`jobs.read_budget`).
 - `reap_dead_holder`: a run killed with SIGKILL (or a lost node) leaves its record
   `running` and its lease held. When the lease is taken over, the record becomes
   `interrupted`; a holder on this host whose process is gone is taken over at once
-  rather than after the lease's five minutes.
+  rather than when its lease expires (`[resume] lease_seconds`, 45 s by default).
 - `format_runs` / `format_run`: the text of `runs` and `runs show ID`.
 """
 
@@ -19,10 +20,13 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from jobs.read_budget import record_reads
 from jobs.state import RunRecord, RunStatus, StateStore, locks_table
 from reconcile.checkpoints import CheckpointStore
 from reconcile.logs import get_logger
+from reconcile.schema import create_tables
 from reconcile.stripe_http import RequestStats
+from reports.metrics import reads_of
 
 __all__ = [
     "RunStats",
@@ -60,16 +64,32 @@ class RunStats:
 
 
 def _tables(state: StateStore) -> None:
-    metadata.create_all(state.engine, checkfirst=True)
+    create_tables(metadata, state.engine)
 
 
 def record_run_stats(
-    state: StateStore, run_id: str, stats: RequestStats, duration_seconds: float | None
+    state: StateStore,
+    run_id: str,
+    stats: RequestStats,
+    duration_seconds: float | None,
+    *,
+    customers: int | None = None,
 ) -> None:
-    """Keep a run's 429s, retries and errors; never raises (the run's own outcome matters more)."""
+    """Keep a run's 429s, retries, errors and reads (with `customers`, the count it saw);
+    never raises (the run's own outcome matters more)."""
     try:
-        if state.get_run(run_id) is None:  # the lease was never ours: no run to describe
+        record = state.get_run(run_id)
+        if record is None:  # the lease was never ours: no run to describe
             return
+        record_reads(
+            state,
+            run_id,
+            job=record.job,
+            mode=record.mode or "",
+            reads=reads_of(stats.snapshot()["requests"]),
+            customers=customers,
+            at=record.finished_at or datetime.now(UTC),
+        )
         _tables(state)
         with state.engine.begin() as conn:
             conn.execute(stats_table.delete().where(stats_table.c.run_id == run_id))

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.state import TABLE_PREFIX, UTCDateTime
+from reconcile.schema import create_tables
 
 __all__ = ["HISTORY_COLUMNS", "ReminderMemory", "SentReminder", "reminders_table"]
 
@@ -51,7 +52,7 @@ class ReminderMemory:
     def __init__(self, engine: Engine, mode: str) -> None:
         self._engine = engine
         self._mode = mode
-        metadata.create_all(engine, checkfirst=True)
+        create_tables(metadata, engine)
 
     def history(self, payment_method_ids: list[str]) -> pd.DataFrame:
         """Past reminders of these cards: `HISTORY_COLUMNS`, one row per card and expiry."""

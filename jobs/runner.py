@@ -9,40 +9,51 @@ says what cron or Kubernetes should do about it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pandas as pd
 import structlog
 
-from jobs.base import Job, JobContext, JobResult
+from jobs.base import STOP_OPTION, Job, JobContext, JobResult
 from jobs.history import reap_dead_holder, record_run_stats
-from jobs.resume import forget_listing
-from jobs.state import StateStore
+from jobs.read_budget import check_read_budget
+from jobs.resume import RESUME_OPTION, RESUME_REQUESTED, forget_listing
+from jobs.state import Lease, LockRecord, StateStore, lock_held_message
 from reconcile.checkpoints import RunInterrupted
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
     EXIT_FINDINGS,
     EXIT_OK,
     DeliveryError,
+    LockHeldError,
     ReconcileError,
 )
 from reconcile.findings import Severity
 from reconcile.gateway import StripeGateway
+from reconcile.limiter_registry import shared_limiter
 from reconcile.logs import get_logger
 from reconcile.retry import RetryPolicy
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB
-from reports.metrics import write_metrics
+from reports.metrics import (
+    exit_code_of,
+    failed_run_summary,
+    write_failed_run_metrics,
+    write_metrics,
+)
 from reports.writer import new_run_id, write_run_reports
 
 __all__ = [
-    "LEASE_SECONDS",
     "AfterRun",
     "RunOutcome",
     "build_gateway",
@@ -53,7 +64,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-LEASE_SECONDS = 300
 _SEVERITY_ORDER = [Severity.INFO, Severity.WARNING, Severity.ERROR]
 
 
@@ -85,7 +95,15 @@ def build_gateway(settings: Settings) -> StripeGateway:
         settings.require_key(),
         api_base=settings.stripe.api_base,
         max_requests_per_second=settings.stripe.max_requests_per_second,
+        limiter=shared_limiter(
+            settings.require_key(),
+            api_base=settings.stripe.api_base,
+            max_requests_per_second=settings.stripe.max_requests_per_second,
+            share=settings.stripe.limit_share,
+            limiter_url=settings.stripe.limiter_url,
+        ),
         policy=retry_policy(settings),
+        timeout_seconds=settings.stripe.timeout_seconds,
     )
 
 
@@ -107,16 +125,32 @@ def execute_job(
     after_run: Sequence[AfterRun] = (),
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RunOutcome:
-    """Run one job to completion; raises ReconcileError subclasses with their exit codes."""
+    """Run one job to completion; raises ReconcileError subclasses with their exit codes.
+
+    In the main thread (a `run` command), SIGTERM and SIGINT ask the run to stop as in
+    `serve`: after the page in hand, recorded `interrupted`, exit 130; a second signal
+    stops it at once.
+    """
     started_at = now()
     run_id = new_run_id(started_at)
     gateway = (gateway_factory or build_gateway)(settings)
     state = StateStore(settings.state.url)
     structlog.contextvars.bind_contextvars(run_id=run_id, job=job.name)
     clock_start = time.monotonic()
+    outcome: RunOutcome | None = None
     try:
-        reap_dead_holder(state, job.name)
-        with state.lease(job.name, _owner(run_id), LEASE_SECONDS):
+        with (
+            _stop_on_signals(options or {}) as options,
+            _job_lease(state, job.name, _owner(run_id), settings, options) as lease,
+        ):
+            # Before the first request: a run that would overspend the reads is refused.
+            check_read_budget(
+                state,
+                job=job.name,
+                mode=gateway.mode.value,
+                budget=settings.stripe.monthly_read_budget,
+                options=options or {},
+            )
             outcome = _run_recorded(
                 job,
                 settings,
@@ -128,9 +162,16 @@ def execute_job(
                 options=options or {},
                 fail_on=fail_on,
                 now=now,
+                lease=lease,
             )
     finally:
-        record_run_stats(state, run_id, gateway.stats, round(time.monotonic() - clock_start, 3))
+        record_run_stats(
+            state,
+            run_id,
+            gateway.stats,
+            round(time.monotonic() - clock_start, 3),
+            customers=_customers_seen(outcome),
+        )
         state.close()
     try:
         # Every run: the listing's work folder goes, metrics are written where configured.
@@ -138,6 +179,87 @@ def execute_job(
     finally:
         structlog.contextvars.unbind_contextvars("run_id", "job")
     return outcome
+
+
+@contextmanager
+def _stop_on_signals(options: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The options with a stop event that SIGTERM or SIGINT sets, while the block runs.
+
+    Only where no one else handles them: `serve` passes its own event, and a signal
+    handler can only be installed from the main thread.
+    """
+    if STOP_OPTION in options or threading.current_thread() is not threading.main_thread():
+        yield options
+        return
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        # Only a flag: the main thread may hold the log's locks at this instant.
+        if stop.is_set():
+            raise KeyboardInterrupt  # asked twice: stop now (the run is still recorded)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield {**options, STOP_OPTION: stop}
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _job_lease(
+    state: StateStore, job: str, owner: str, settings: Settings, options: Mapping[str, Any]
+) -> Iterator[Lease]:
+    """The job's lease for the block: `[resume] lease_seconds`, renewed every third of it."""
+    ttl = settings.resume.lease_seconds
+    resuming = bool(options.get(RESUME_OPTION)) or RESUME_REQUESTED.get() or settings.resume.auto
+    _take_lock(state, job, owner, ttl, wait=resuming, stop=options.get(STOP_OPTION))
+    with state.lease(job, owner, ttl) as lease:
+        yield lease
+
+
+def _take_lock(
+    state: StateStore,
+    job: str,
+    owner: str,
+    ttl_seconds: float,
+    *,
+    wait: bool,
+    stop: object = None,
+) -> None:
+    """Take `job`'s lease, after marking a dead holder's run interrupted.
+
+    With `wait` (a run that resumes, e.g. a retried pod), a holder whose lease is not
+    renewed is waited for until it expires, about one lease at most: a run killed on
+    another host is taken over and resumed instead of the retry failing. A holder that
+    renews (or changes) is alive: exit 5, as without `wait`.
+    """
+    first_seen: LockRecord | None = None
+    deadline = time.monotonic() + ttl_seconds * 4 / 3 + 1
+    while True:
+        # One instant for both: a lease expiring between them would be taken over with
+        # its run still recorded `running`, which a resume does not pick up.
+        at = state.now()
+        reap_dead_holder(state, job, now=at)
+        if state.acquire_lock(job, owner, ttl_seconds, now=at):
+            return
+        holder = state.lock_holder(job)
+        if holder is None:
+            continue  # released in between: try again at once
+        left = (holder.expires_at - at).total_seconds()
+        renewed = first_seen is not None and holder != first_seen
+        if not wait or renewed or time.monotonic() + left > deadline:
+            raise LockHeldError(lock_held_message(job, holder))
+        if first_seen is None:
+            first_seen = holder
+            log.info("waiting for the lease of a run that stopped renewing it", seconds=left)
+        pause = min(max(left, 0.0) + 0.05, 1.0)
+        if isinstance(stop, threading.Event):
+            if stop.wait(pause):
+                raise RunInterrupted("stopped by a signal while waiting for the job's lease")
+        else:
+            time.sleep(pause)
 
 
 def _run_recorded(
@@ -152,6 +274,7 @@ def _run_recorded(
     options: Mapping[str, Any],
     fail_on: str | None,
     now: Callable[[], datetime],
+    lease: Lease | None = None,
 ) -> RunOutcome:
     state.start_run(run_id, job.name, started_at=started_at, mode=gateway.mode.value)
     log.info("run started", mode=gateway.mode.value, key=gateway.masked_key)
@@ -168,6 +291,7 @@ def _run_recorded(
             out_dir=out_dir,
             dry_run=not options.get("apply", False),
             options=options,
+            lease=lease,
         )
         result = job.run(ctx)
         summary = _summary(job, run_id, gateway, started_at, now(), clock_start, result)
@@ -184,6 +308,7 @@ def _run_recorded(
         )
     except BaseException as exc:
         _record_failure(state, run_id, gateway, exc, now())
+        _failed_run_metrics(job, run_id, gateway, exc, settings, now(), clock_start)
         raise
     finally:
         userdb.close()
@@ -219,6 +344,36 @@ def _record_failure(
     except Exception:
         # The original error matters more than a state DB that also failed: keep raising it.
         log.exception("could not record the failed run")
+
+
+def _customers_seen(outcome: RunOutcome | None) -> int | None:
+    # What the read budget estimates the next runs from; only runs that saw them all.
+    if outcome is None:
+        return None
+    seen = outcome.summary.get("customers_scanned")
+    return seen if isinstance(seen, int) else None
+
+
+def _failed_run_metrics(
+    job: Job,
+    run_id: str,
+    gateway: StripeGateway,
+    exc: BaseException,
+    settings: Settings,
+    at: datetime,
+    clock_start: float,
+) -> None:
+    # Alerts need a failed run's status and exit code too, not only the age of a success.
+    interrupted = KeyboardInterrupt | SystemExit | RunInterrupted
+    summary = failed_run_summary(
+        job.name,
+        run_id,
+        "interrupted" if isinstance(exc, interrupted) else "failed",
+        gateway.stats,
+        at,
+        round(time.monotonic() - clock_start, 3),
+    )
+    write_failed_run_metrics(summary, exit_code_of(exc), settings)
 
 
 def _exit_code(result: JobResult, fail_on: str | None) -> int:

@@ -12,12 +12,15 @@ falls back on the store's clock, so tests pin time without sleeping.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +29,7 @@ from sqlalchemy.engine import Dialect, Engine
 
 from reconcile.errors import ConfigError, LockHeldError
 from reconcile.logs import get_logger
+from reconcile.schema import create_tables
 
 __all__ = [
     "TABLE_PREFIX",
@@ -35,6 +39,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "StateStore",
+    "lock_held_message",
     "locks_table",
     "metadata",
     "runs_table",
@@ -192,6 +197,59 @@ def _engine_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+# SQLite's own files beside the database: it creates them with the database's mode.
+_SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
+
+
+def _sqlite_file(url: sa.engine.URL) -> Path | None:
+    """The file a SQLite URL opens, or None (another backend, or an in-memory database)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if str(url.query.get("uri", "")).lower() in ("true", "1"):
+        # A URI filename; memory and read-only databases create no file.
+        mode = str(url.query.get("mode", ""))
+        if not database.startswith("file:") or mode in ("memory", "ro") or "mode=" in database:
+            return None
+        database = database.removeprefix("file:").split("?", 1)[0]
+    if database in ("", ":memory:"):
+        return None
+    return Path(database)
+
+
+def _make_owner_only(path: Path) -> None:
+    """Create the state database file owner-only (0600), with its companions where they
+    exist: audit rows hold emails. An existing database keeps the mode its owner gave it,
+    but one every local user may read is warned about."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            return  # a dangling link, say: SQLite says what is wrong with it
+        if mode & stat.S_IROTH:
+            # The file's name only: the folders above it may name a person.
+            log.warning(
+                "the state database is readable by every user of this machine",
+                file=path.name,
+                mode=f"{mode:o}",
+                fix="chmod 600 it (and its -journal, -wal and -shm files)",
+            )
+        return
+    except OSError:
+        return  # a missing folder or no permission: SQLite says so, as [state] url
+    try:
+        os.fchmod(fd, 0o600)  # exactly, whatever the umask
+    finally:
+        os.close(fd)
+    for suffix in _SQLITE_COMPANIONS:
+        # Left by an earlier database of the same name: SQLite would reuse them as they are.
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.chmod(companion, 0o600)
+
+
 class StateStore:
     """Runs and lease locks in the state database at `url` (tables created on open).
 
@@ -209,6 +267,9 @@ class StateStore:
                 f"[state] url {safe} is not a usable SQLAlchemy URL ({exc}): "
                 "use e.g. sqlite:///stripe-reconcile-state.db or postgresql+psycopg://host/db"
             ) from exc
+        database_file = _sqlite_file(self.engine.url)
+        if database_file is not None:
+            _make_owner_only(database_file)
         # The single-statement upsert exists on SQLite and PostgreSQL; elsewhere (or when a
         # test asks) the portable insert-then-conditional-update path is used.
         self._upsert = (
@@ -227,15 +288,8 @@ class StateStore:
             ) from exc
 
     def _create_tables(self) -> None:
-        # Two first runs racing on PostgreSQL can both try to create a table; the loser
-        # fails, and a second look finds the winner's tables.
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                return
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                if attempt == 2:
-                    raise
+        # Safe when runs started together open a fresh database at once (see reconcile.schema).
+        create_tables(metadata, self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -429,7 +483,7 @@ class StateStore:
             # The holder may have released between the two statements: look, and try once more.
             holder = self.lock_holder(job)
             if holder is not None or not self.acquire_lock(job, owner, ttl_seconds):
-                raise LockHeldError(_held_message(job, holder))
+                raise LockHeldError(lock_held_message(job, holder))
         held = Lease(self, job, owner, ttl_seconds, renew_every or ttl_seconds / 3)
         held.start()
         try:
@@ -443,7 +497,8 @@ class StateStore:
                 log.warning("lease release failed", lease_job=job, error=type(exc).__name__)
 
 
-def _held_message(job: str, holder: LockRecord | None) -> str:
+def lock_held_message(job: str, holder: LockRecord | None) -> str:
+    """The one line of exit code 5: who holds `job`'s lease, and when it expires."""
     if holder is None:
         return f"another {job} run holds the lock; wait for it and try again"
     return (

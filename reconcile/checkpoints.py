@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from reconcile.errors import ReconcileError
+from reconcile.schema import create_tables
 
 __all__ = [
     "CheckpointStore",
@@ -144,7 +145,7 @@ class CheckpointStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, checkfirst=True)
+        create_tables(metadata, engine)
 
     # Listings -----------------------------------------------------------------------
 

@@ -10,20 +10,109 @@ from typing import Any
 import pytest
 import yaml
 
+from jobs.cli_support import EXIT_INTERNAL
 from jobs.registry import JOBS
+from reconcile.checkpoints import RunInterrupted
 from reconcile.crontab import parse_crontab
+from reconcile.errors import (
+    EXIT_ACTIONS_FAILED,
+    EXIT_CONFIG,
+    EXIT_DELIVERY_FAILED,
+    EXIT_FINDINGS,
+    EXIT_LOCKED,
+    EXIT_STRIPE,
+    EXIT_USERDB,
+)
 from reconcile.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "config" / "k8s"
+COMPONENT = "app.kubernetes.io/component"
+
+
+# A subset of kustomize (no kubectl here): what config/k8s uses, and a failure for
+# anything else, so a manifest using more is not checked against a wrong rendering.
+_KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "nameSuffix", "patches", "images"}
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """A strategic merge patch as Kubernetes applies it to these fields: maps merge, lists of
+    named objects (containers, env, volumes, mounts) merge by name, other lists are replaced,
+    and a null deletes."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    named = (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all(isinstance(i, dict) and "name" in i for i in [*base, *patch])
+    )
+    if named:
+        merged_list = list(base)
+        positions = {item["name"]: n for n, item in enumerate(base)}
+        for item in patch:
+            if item["name"] in positions:
+                at = positions[item["name"]]
+                merged_list[at] = _merge(merged_list[at], item)
+            else:
+                merged_list.append(item)
+        return merged_list
+    return patch
+
+
+def _set_images(resource: dict[str, Any], images: list[dict[str, str]]) -> None:
+    if resource["kind"] != "CronJob":
+        return
+    pod = resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    for container in pod["containers"]:
+        name, _, tag = container["image"].partition(":")
+        for image in images:
+            if image["name"] == name:
+                container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+
+
+def render(folder: Path) -> list[dict[str, Any]]:
+    """What `kubectl kustomize folder` prints, as objects."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    unknown = set(kustomization) - _KUSTOMIZATION_KEYS
+    assert not unknown, f"{folder}: the test's renderer does not know {unknown}"
+    resources: list[dict[str, Any]] = []
+    for entry in kustomization.get("resources", []):
+        path = (folder / entry).resolve()
+        if path.is_dir():
+            resources += render(path)
+        else:
+            for doc in yaml.safe_load_all(path.read_text()):
+                assert doc is not None, f"{path.name} has an empty document"
+                resources.append(doc)
+    for patch in kustomization.get("patches", []):
+        assert set(patch) == {"path", "target"}, f"{folder}: patches need a path and a target"
+        assert set(patch["target"]) == {"kind"}, f"{folder}: the renderer selects by kind only"
+        body = yaml.safe_load((folder / patch["path"]).read_text())
+        targets = [r for r in resources if r["kind"] == patch["target"]["kind"]]
+        assert targets, f"{folder}: {patch['path']} patches nothing"
+        for target in targets:
+            # A patch with a target applies whatever name it carries.
+            metadata = {k: v for k, v in body["metadata"].items() if k != "name"}
+            merged = _merge(target, {**body, "metadata": metadata})
+            target.clear()
+            target.update(merged)
+    suffix = kustomization.get("nameSuffix", "")
+    for resource in resources:
+        resource["metadata"]["name"] += suffix
+        _set_images(resource, kustomization.get("images", []))
+    return resources
 
 
 def manifests() -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            assert doc is not None, f"{path.name} has an empty document"
-            found.append(doc)
+    found = render(K8S)
+    names = [(m["kind"], m["metadata"]["name"]) for m in found]
+    assert len(names) == len(set(names)), "two manifests of one kind share a name"
     return found
 
 
@@ -69,24 +158,103 @@ def test_cronjob_fields(cronjob: dict[str, Any]) -> None:
     job = spec["jobTemplate"]["spec"]
     assert 0 <= job["backoffLimit"] <= 6
     assert job["activeDeadlineSeconds"] > 0
-    rules = job["podFailurePolicy"]["rules"]
-    assert {1, 2, 5} <= set(rules[0]["onExitCodes"]["values"])  # retries cannot fix these
     pod = job["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
+    assert container["args"][:2] == ["run", cronjob["metadata"]["labels"][COMPONENT]]
     assert "--resume" in container["args"]
+    assert job["template"]["metadata"]["labels"][COMPONENT] == container["args"][1]
+    assert cronjob["metadata"]["name"] == f"stripe-reconcile-{container['args'][1]}"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "STRIPE_SECRET_KEY" not in env  # never a key in a manifest
+    assert "STRIPE_RECONCILE_USERDB_URL" not in env  # nor the user DB's password
     key_file = Path(env["STRIPE_SECRET_KEY_FILE"])
+    userdb_url_file = Path(env["STRIPE_RECONCILE_USERDB_URL_FILE"])
     config_file = Path(env["STRIPE_RECONCILE_CONFIG"])
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert volumes[mounts[str(key_file.parent)]]["secret"]["secretName"] == "stripe-reconcile-key"
     assert (
+        volumes[mounts[str(userdb_url_file.parent)]]["secret"]["secretName"]
+        == "stripe-reconcile-userdb"
+    )
+    assert (
         volumes[mounts[str(config_file.parent)]]["configMap"]["name"] == "stripe-reconcile-config"
     )
     assert "persistentVolumeClaim" in volumes[mounts["/data"]]  # the reports' volume
+
+
+def _exit_codes(rules: list[dict[str, Any]], action: str) -> set[int]:
+    return {
+        code
+        for rule in rules
+        if rule["action"] == action and "onExitCodes" in rule
+        for code in rule["onExitCodes"]["values"]
+    }
+
+
+@pytest.mark.parametrize("cronjob", cronjobs(), ids=lambda c: c["metadata"]["name"])
+def test_retry_policy_follows_the_exit_codes(cronjob: dict[str, Any]) -> None:
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    # What a retry cannot change fails the Job at once.
+    assert _exit_codes(rules, "FailJob") == {
+        EXIT_FINDINGS,
+        EXIT_CONFIG,
+        EXIT_USERDB,
+        EXIT_ACTIONS_FAILED,
+        EXIT_DELIVERY_FAILED,
+        EXIT_INTERNAL,
+    }
+    # Stripe or Redis unreachable, a lock still held by a dead run, a stop by SIGTERM:
+    # retried (with --resume, so the retry continues), within backoffLimit.
+    retried = {EXIT_STRIPE, EXIT_LOCKED, RunInterrupted.exit_code}
+    assert retried <= _exit_codes(rules, "Count")
+    assert not retried & _exit_codes(rules, "FailJob")
+    assert job["backoffLimit"] >= 3
+    # A node drained or a pod preempted is not the run's failure.
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    for rule in rules:
+        if "onExitCodes" in rule:
+            assert rule["onExitCodes"]["containerName"] == "stripe-reconcile"
+            assert rule["onExitCodes"]["operator"] == "In"
+    # The runner's lease ([resume] lease_seconds, 45 s) expires before the retries run out
+    # (10 + 20 + 40 s of back-off), so a retried pod takes a killed run over.
+    (configmap,) = [m for m in manifests() if m["kind"] == "ConfigMap"]
+    lease = tomllib.loads(configmap["data"]["config.toml"])["resume"]["lease_seconds"]
+    assert lease <= sum(10 * 2**n for n in range(job["backoffLimit"] - 1))
+    pod = job["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= 30  # time to store the page in hand
+
+
+def test_the_cronjob_is_written_once_and_each_job_patches_only_what_differs() -> None:
+    # Only the base holds a whole CronJob (a pod with its image); the jobs hold patches.
+    whole = [
+        path.relative_to(K8S)
+        for path in sorted(K8S.rglob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "CronJob" and "image: " in path.read_text()
+    ]
+    assert whole == [Path("base/cronjob.yaml")]
+    (base,) = render(K8S / "base")
+    for cronjob in cronjobs():
+        job = cronjob["metadata"]["labels"][COMPONENT]
+        # The same CronJob once the parts a job may set are taken out of both.
+        assert _without_job_parts(cronjob) == _without_job_parts(base), job
+
+
+def _without_job_parts(cronjob: dict[str, Any]) -> dict[str, Any]:
+    copy = yaml.safe_load(yaml.safe_dump(cronjob))
+    copy["metadata"].pop("name")
+    copy["metadata"]["labels"].pop(COMPONENT, None)
+    copy["spec"].pop("schedule")
+    job = copy["spec"]["jobTemplate"]["spec"]
+    job.pop("activeDeadlineSeconds")
+    job["template"]["metadata"]["labels"].pop(COMPONENT, None)
+    job["template"]["spec"]["containers"][0].pop("args")
+    result: dict[str, Any] = copy
+    return result
 
 
 def test_configmap_holds_a_valid_configuration_with_reports_on_the_volume(tmp_path: Path) -> None:
