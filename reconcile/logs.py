@@ -9,14 +9,27 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+import threading
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
+from reconcile.errors import ConfigError
 from reconcile.mode import mask_key
 
-__all__ = ["configure_logging", "get_logger", "redact", "redact_text"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "LOG_FORMATS",
+    "configure_logging",
+    "get_logger",
+    "logging_through",
+    "redact",
+    "redact_text",
+]
 
 _KEY = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]+")
 _EMAIL = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+\.[A-Za-z]{2,}")
@@ -63,27 +76,132 @@ def redact(
     return event_dict
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+LOG_FORMATS = ("json", "console")
+
+
+class _Sink:
+    """Where log lines go: the configured stream, or above a live progress bar.
+
+    While a rich progress bar is drawn on the terminal, a line written straight to the
+    stream would land inside the bar; printed through the bar's console it goes above.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        # print() writes a line and its newline apart; the bar redraws between two
+        # console prints, so a line goes to the console only once it is whole.
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        console = _live_console
+        with self._lock:
+            if console is None or console.file is not self.stream:
+                self.stream.write(self._pending + text)
+                self._pending = ""
+                return len(text)
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+_live_console: Console | None = None
+_HANDLER_NAME = "stripe-reconcile"
+
+
+@contextmanager
+def logging_through(console: Console) -> Iterator[None]:
+    """Log lines printed by `console` (a live progress bar's) while the block runs."""
+    global _live_console
+    previous, _live_console = _live_console, console
+    try:
+        yield
+    finally:
+        _live_console = previous
+
+
+def _add_logger_name(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("logger", record.name)
+    return event_dict
+
+
+def _drop_color_message(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, log_format: str | None = None
+) -> None:
+    """structlog's events and every library's stdlib `logging` records, one format.
+
+    `log_format` is "json" or "console"; None picks console on a terminal, JSON
+    otherwise (cron, Kubernetes). The stdlib records (APScheduler, urllib3, ...) go
+    through a handler on the root logger whose formatter runs the same processors,
+    redaction included, so no library's line escapes them.
+    """
     out = stream or sys.stderr
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format {log_format}: use one of {', '.join(LOG_FORMATS)}")
+    console = out.isatty() if log_format is None else log_format == "console"
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
-        if out.isatty()
+        if console
         else structlog.processors.JSONRenderer()
     )
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    sink = _Sink(out)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        processors=[*shared, structlog.processors.format_exc_info, redact, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, sink)),
         cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(cast(TextIO, sink))
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                *shared,
+                _add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                _drop_color_message,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    # The Stripe SDK logs two info lines per request: thousands a run, below debug.
+    logging.getLogger("stripe").setLevel(
+        numeric_level if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
     )
 
 

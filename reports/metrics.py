@@ -16,16 +16,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from reconcile.errors import DeliveryError
+from reconcile.errors import EXIT_CONFIG, DeliveryError, ReconcileError
 from reconcile.logs import get_logger
 from reconcile.settings import Settings
+from reconcile.stripe_http import RequestStats
 
 if TYPE_CHECKING:
     from jobs.runner import RunOutcome
 
-__all__ = ["PUSH_TIMEOUT_SECONDS", "metrics_registry", "textfile_path", "write_metrics"]
+__all__ = [
+    "PUSH_TIMEOUT_SECONDS",
+    "exit_code_of",
+    "failed_run_summary",
+    "metrics_registry",
+    "reads_of",
+    "textfile_path",
+    "write_failed_run_metrics",
+    "write_metrics",
+]
 
 log = get_logger(__name__)
 
@@ -37,8 +48,22 @@ def textfile_path(folder: str | Path, job: str) -> Path:
     return Path(folder) / f"stripe_reconcile_{job.replace('-', '_')}.prom"
 
 
-def metrics_registry(summary: Mapping[str, Any], exit_code: int) -> CollectorRegistry:
-    """The gauges of one run's summary (summary.json's content), in a fresh registry."""
+def reads_of(requests_by_endpoint: Mapping[str, int]) -> int:
+    """GET requests: what Stripe counts against the account's read budget."""
+    return sum(n for endpoint, n in requests_by_endpoint.items() if endpoint.startswith("GET "))
+
+
+def metrics_registry(
+    summary: Mapping[str, Any],
+    exit_code: int,
+    findings: pd.DataFrame | None = None,
+) -> CollectorRegistry:
+    """The gauges of one run's summary (summary.json's content), in a fresh registry.
+
+    Every value describes the last run, so every metric is a gauge and none ends in
+    `_total` (Prometheus keeps that suffix for counters). `findings` (kind and severity
+    columns) splits the findings by severity; without it they are split by kind only.
+    """
     job = str(summary["job"])
     registry = CollectorRegistry()
 
@@ -66,18 +91,32 @@ def metrics_registry(summary: Mapping[str, Any], exit_code: int) -> CollectorReg
     gauge("stripe_reconcile_last_run_exit_code", "Exit code of the last run.").labels(job).set(
         exit_code
     )
-    findings = gauge("stripe_reconcile_findings", "Findings of the last run by kind.", ("kind",))
     counts: Mapping[str, int] = summary.get("counts_by_kind", {})
-    for kind, count in counts.items():
-        findings.labels(job, kind).set(count)
-    gauge("stripe_reconcile_findings_total", "All findings of the last run.").labels(job).set(
+    by_kind = gauge(
+        "stripe_reconcile_findings",
+        "Findings of the last run by kind and severity.",
+        ("kind", "severity"),
+    )
+    if findings is not None and {"kind", "severity"} <= set(findings.columns) and len(findings):
+        grouped = findings.groupby(["kind", "severity"]).size()
+        for key, count in grouped.items():
+            kind, severity = key if isinstance(key, tuple) else (key, "")
+            by_kind.labels(job, str(kind), str(severity)).set(int(count))
+    else:
+        for kind, count in counts.items():
+            by_kind.labels(job, kind, "").set(count)
+    gauge("stripe_reconcile_last_run_findings", "All findings of the last run.").labels(job).set(
         sum(counts.values())
     )
+    by_endpoint: Mapping[str, int] = dict(summary.get("requests_by_endpoint", {}))
     requests = gauge(
         "stripe_reconcile_requests", "Stripe requests of the last run by endpoint.", ("endpoint",)
     )
-    for endpoint, count in dict(summary.get("requests_by_endpoint", {})).items():
+    for endpoint, count in by_endpoint.items():
         requests.labels(job, endpoint).set(count)
+    gauge("stripe_reconcile_reads", "GET requests of the last run (Stripe's read budget).").labels(
+        job
+    ).set(reads_of(by_endpoint))
     gauge("stripe_reconcile_rate_limited", "429 answers in the last run.").labels(job).set(
         int(summary.get("rate_limited", 0))
     )
@@ -87,13 +126,67 @@ def metrics_registry(summary: Mapping[str, Any], exit_code: int) -> CollectorReg
     return registry
 
 
+def failed_run_summary(
+    job: str,
+    run_id: str,
+    status: str,
+    stats: RequestStats,
+    finished_at: datetime,
+    duration_seconds: float,
+) -> dict[str, Any]:
+    """What a run that ended without reports can still say about itself."""
+    snapshot = stats.snapshot()
+    return {
+        "job": job,
+        "run_id": run_id,
+        "status": status,
+        "finished_at": finished_at.isoformat(),
+        "duration_seconds": duration_seconds,
+        "counts_by_kind": {},
+        "requests_by_endpoint": dict(snapshot["requests"]),
+        "rate_limited": int(snapshot["rate_limited"]),
+        "retries": int(snapshot["retries"]),
+    }
+
+
+def write_failed_run_metrics(
+    summary: Mapping[str, Any], exit_code: int, settings: Settings
+) -> None:
+    """The metrics of a run that ended without reports; never raises (its error matters more)."""
+    try:
+        _write(metrics_registry(summary, exit_code), str(summary["job"]), settings)
+    except DeliveryError as exc:
+        log.error("metrics of the failed run not written", reason=exc.message)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code the CLI turns `exc` into (jobs.cli_support's mapping)."""
+    if isinstance(exc, ReconcileError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    if isinstance(exc, OSError):
+        return EXIT_CONFIG
+    from jobs.cli_support import EXIT_INTERNAL
+
+    return EXIT_INTERNAL
+
+
 def write_metrics(outcome: RunOutcome, settings: Settings) -> None:
     """AfterRun: the textfile and the push, as configured; nothing when neither is set."""
     config = settings.metrics
     if config.textfile_dir is None and config.pushgateway_url is None:
         return
-    registry = metrics_registry(outcome.summary, outcome.exit_code)
-    job = str(outcome.summary["job"])
+    registry = metrics_registry(outcome.summary, outcome.exit_code, outcome.findings)
+    _write(registry, str(outcome.summary["job"]), settings)
+
+
+def _write(registry: CollectorRegistry, job: str, settings: Settings) -> None:
+    config = settings.metrics
+    if config.textfile_dir is None and config.pushgateway_url is None:
+        return
     failures: list[str] = []
     if config.textfile_dir is not None:
         path = textfile_path(config.textfile_dir, job)

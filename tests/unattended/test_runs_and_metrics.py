@@ -33,7 +33,8 @@ def test_runs_lists_and_shows_a_run(world: SeededWorld, tmp_path: Path) -> None:
     runner = CliRunner()
     listed = runner.invoke(cli, ["runs", "--config", str(config), "--job", "reconcile"])
     assert listed.exit_code == 0, listed.output
-    header, row = listed.stdout.splitlines()
+    header, row, reads = listed.stdout.splitlines()
+    assert reads.startswith("reads in the last 30 days: ")
     assert header.split()[:3] == ["RUN", "ID", "JOB"]
     total = sum(outcome.summary["counts_by_kind"].values())
     requests = outcome.summary["requests_total"]
@@ -148,7 +149,11 @@ def test_every_run_writes_a_textfile_and_pushes(
     assert samples[("stripe_reconcile_last_success_timestamp_seconds", job)] == finished
     for kind, count in outcome.summary["counts_by_kind"].items():
         assert (
-            samples[("stripe_reconcile_findings", (("job_name", "reconcile"), ("kind", kind)))]
+            sum(
+                value
+                for (name, labels), value in samples.items()
+                if name == "stripe_reconcile_findings" and ("kind", kind) in labels
+            )
             == count
         )
     for endpoint, count in outcome.summary["requests_by_endpoint"].items():
@@ -159,7 +164,7 @@ def test_every_run_writes_a_textfile_and_pushes(
     ]
     ((method, path, body),) = _Pushgateway.received
     assert (method, path) == ("PUT", "/metrics/job/stripe-reconcile/job_name/reconcile")
-    assert b"stripe_reconcile_findings_total" in body
+    assert b"stripe_reconcile_last_run_findings" in body
 
 
 def test_a_failed_push_exits_7_and_keeps_the_reports(world: SeededWorld, tmp_path: Path) -> None:
