@@ -5,23 +5,51 @@ one request per 100 customers. `--all-cards` (option `all_cards`): every card of
 customer, one `GET /v1/customers/{id}/payment_methods` each, started as the listing's
 pages arrive (jobs.per_customer), so both endpoints' budgets are used at once under the
 shared limiter. Customers outside `[userdb] scope` (unless a user links to them) are
-left out, as in reconcile. The listing is the resumable one (jobs.resume).
+left out, as in reconcile. The listing is the resumable one (jobs.resume). A customer
+deleted between the listing (or a resumed run's stored pages) and its payment-method
+call is left out too and counted (`customers_deleted_during_run`), never a failed run.
 
 Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
-`confirm_live`.
+`confirm_live`, `incremental` (default cards from the customer mirror brought up to date
+by Stripe's events instead of a listing: jobs.incremental; never with `all_cards`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
+
+from jobs.apply import live_confirmed
 from jobs.base import Job, JobContext, JobResult
-from jobs.per_customer import OverlappedScan, scan_customers, scan_workers
+from jobs.incremental import (
+    DEFAULT_FACTS,
+    default_facts_json,
+    keep_full_listing,
+    plan_listing,
+    reflected_events,
+    update_mirror,
+)
+from jobs.incremental import SOURCE as SOURCE_COLUMN
+from jobs.per_customer import (
+    DeletedMeanwhile,
+    OverlappedScan,
+    scan_customers,
+    scan_workers,
+    unless_deleted,
+)
 from jobs.reconcile_job import compare_config, metadata_keys_needed
 from jobs.reminder_memory import ReminderMemory
-from jobs.reminders import due_reminders, load_templates, reminder_messages, send_reminders
+from jobs.reminders import (
+    due_reminders,
+    load_templates,
+    reminder_messages,
+    send_reminders,
+    without_soft_deleted,
+)
 from jobs.resume import list_customers
 from reconcile.cards import (
     REMINDER_COLUMNS,
@@ -36,7 +64,7 @@ from reconcile.errors import ConfigError
 from reconcile.gateway import StripeGateway
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
-from reconcile.snapshots import customers_frame
+from reconcile.snapshots import customers_frame, meta_column
 from reports.email import smtp_password
 
 __all__ = [
@@ -45,9 +73,11 @@ __all__ = [
     "JOB",
     "PAYMENT_METHOD_WORKERS",
     "cards_of_customer",
+    "cards_unless_deleted",
     "default_cards",
     "fetch_all_cards",
     "live_send_confirmed",
+    "split_deleted",
 ]
 
 log = get_logger(__name__)
@@ -61,7 +91,8 @@ PAYMENT_METHOD_WORKERS = 8
 
 
 def live_send_confirmed(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
-    return bool(options.get("confirm_live")) or env.get(CONFIRM_LIVE_ENV) == "1"
+    # The same rule as writes (jobs.apply): one parser of STRIPE_RECONCILE_CONFIRM_LIVE.
+    return live_confirmed(options, env)
 
 
 def _default_of(record: Mapping[str, Any]) -> tuple[str | None, Any]:
@@ -113,6 +144,69 @@ def trimmed_customer(record: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def mirror_frame(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
+    """The customer mirror's rows of listed (trimmed) customers: the snapshot's columns,
+    the legacy default source's id and the default's facts as JSON (jobs.incremental)."""
+    frame = customers_frame(list(records), keys)
+    frame[SOURCE_COLUMN] = pd.array(
+        [_source_id(record.get("default_source")) for record in records], dtype="string"
+    )
+    frame[DEFAULT_FACTS] = pd.array(
+        [default_facts_json(_default_of, record) for record in records], dtype="string"
+    )
+    return frame
+
+
+def _source_id(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return str(value["id"]) if value.get("id") else None
+    return str(value) if value else None
+
+
+def records_from_mirror(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The mirror's rows as the trimmed customers a listing gives (what this job reads)."""
+
+    def text(name: str) -> list[Any]:
+        column = frame[name]
+        return column.astype(object).where(column.notna(), None).tolist()
+
+    meta_lists = [(key, text(meta_column(key))) for key in keys]
+
+    ids, emails, names = text("customer_id"), text("email"), text("name")
+    methods, sources, facts = (
+        text("default_payment_method"),
+        text(SOURCE_COLUMN),
+        text(DEFAULT_FACTS),
+    )
+    created = frame["created"].tolist()
+    livemode = frame["livemode"].tolist()
+    records: list[dict[str, Any]] = []
+    for number, customer_id in enumerate(ids):
+        found = json.loads(facts[number]) if facts[number] else None
+        method, source = methods[number], sources[number]
+        metadata = {key: values[number] for key, values in meta_lists if values[number] is not None}
+        record: dict[str, Any] = {
+            "id": customer_id,
+            "object": "customer",
+            "created": int(created[number]),
+            "email": emails[number],
+            "name": names[number],
+            "metadata": metadata,
+            "livemode": bool(livemode[number]),
+            "invoice_settings": {
+                "default_payment_method": (
+                    found if method and found and found.get("id") == method else method
+                )
+            },
+        }
+        if source:
+            record["default_source"] = (
+                found if not method and found and found.get("id") == source else source
+            )
+        records.append(record)
+    return records
+
+
 def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The default card of each customer, from the listing's expanded objects."""
     rows = []
@@ -153,12 +247,34 @@ def fetch_all_cards(
     by_id = {str(r["id"]): r for r in listed}
     per_customer = scan_customers(
         list(by_id),
-        lambda customer_id: cards_of_customer(gateway, by_id[customer_id]),
+        lambda customer_id: cards_unless_deleted(gateway, by_id[customer_id]),
         workers=workers,
         description="listing payment methods",
     )
     # In the input order, and cards_frame sorts anyway: the result is deterministic.
-    return [row for rows in per_customer for row in rows]
+    rows, _deleted = split_deleted(per_customer)
+    return rows
+
+
+def cards_unless_deleted(
+    gateway: StripeGateway, record: Mapping[str, Any]
+) -> list[dict[str, Any]] | DeletedMeanwhile:
+    """`cards_of_customer`, or `DeletedMeanwhile` for a customer deleted since the listing."""
+    return unless_deleted(gateway, str(record["id"]), lambda: cards_of_customer(gateway, record))
+
+
+def split_deleted(
+    per_customer: Iterable[list[dict[str, Any]] | DeletedMeanwhile],
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The card rows of the customers still there, and the ids of those deleted meanwhile."""
+    rows: list[dict[str, Any]] = []
+    deleted: set[str] = set()
+    for found in per_customer:
+        if isinstance(found, DeletedMeanwhile):
+            deleted.add(found.customer_id)
+        else:
+            rows.extend(found)
+    return rows, deleted
 
 
 def _check_send(ctx: JobContext) -> str | None:
@@ -192,23 +308,36 @@ def run(ctx: JobContext) -> JobResult:
         # can be judged on its own, as it arrives.
         return list(in_scope(customers_frame(page, keys), users, config).to_numpy())
 
-    scan: OverlappedScan[list[dict[str, Any]]] | None = None
+    scan: OverlappedScan[list[dict[str, Any]] | DeletedMeanwhile] | None = None
+    deleted_meanwhile: set[str] = set()
     if all_cards:
         # Payment-method calls start as customer pages arrive, on their own endpoint's budget.
         scan = OverlappedScan(
-            lambda record: cards_of_customer(ctx.gateway, record),
+            lambda record: cards_unless_deleted(ctx.gateway, record),
             scoped,
             workers=scan_workers(ctx.gateway.limiter),
             description="listing payment methods",
         )
+    plan = plan_listing(ctx, JOB_NAME, keys, all_cards=all_cards)
     try:
-        records, _listing = list_customers(
-            ctx,
-            JOB_NAME,
-            expand=DEFAULT_CARD_EXPANDS,
-            on_page=scan.submit_page if scan is not None else None,
-            keep=trimmed_customer,
-        )
+        if plan.choice.listing == "incremental":
+            # The mirror brought up to date from Stripe's events (jobs.incremental).
+            mirrored = update_mirror(ctx, plan, default_of=_default_of, expand=DEFAULT_CARD_EXPANDS)
+            records = records_from_mirror(mirrored, keys)
+        else:
+            if plan.choice.keep_mirror:
+                plan.reflected = reflected_events(ctx, int(ctx.started_at.timestamp()))
+            records, listing = list_customers(
+                ctx,
+                JOB_NAME,
+                expand=DEFAULT_CARD_EXPANDS,
+                on_page=scan.submit_page if scan is not None else None,
+                keep=trimmed_customer,
+            )
+            if listing.resumed_from is not None:
+                plan.reflected = ()  # part of the pages are older than these events
+            mirrored = mirror_frame(records, keys) if plan.choice.keep_mirror else pd.DataFrame()
+            keep_full_listing(ctx, plan, mirrored, bound=listing.created_lt)
         if records:
             ctx.gateway.confirm_mode(records[0])
         with ctx.phase("snapshot"):
@@ -219,7 +348,13 @@ def run(ctx: JobContext) -> JobResult:
         log.info("customers listed", customers=len(customers), all_cards=all_cards)
         if scan is not None:
             with ctx.phase("payment_methods_after_listing"):
-                rows = [row for rows in scan.finish(records) for row in rows]
+                rows, deleted_meanwhile = split_deleted(scan.finish(records))
+            if deleted_meanwhile:
+                # Deleted since the listing: no cards left to remind of, so out of the run,
+                # counted in the summary instead of failing it.
+                gone = customers["customer_id"].isin(deleted_meanwhile).to_numpy()
+                customers = customers[~gone].reset_index(drop=True)
+                log.info("customers deleted during the run", customers=len(deleted_meanwhile))
         else:
             rows = default_cards(records)
     finally:
@@ -234,6 +369,8 @@ def run(ctx: JobContext) -> JobResult:
 
     with ctx.phase("reminders"):
         candidates = reminder_candidates(cards, people, ctx.today, days)
+        # A soft-deleted user's customer hears nothing (GDPR deletion pending).
+        candidates, soft_deleted = without_soft_deleted(candidates, users)
         memory = ReminderMemory(ctx.state.engine, ctx.gateway.mode.value)
         history = memory.history(candidates["payment_method_id"].dropna().unique().tolist())
         due = due_reminders(
@@ -242,12 +379,15 @@ def run(ctx: JobContext) -> JobResult:
         messages = reminder_messages(due, templates, settings.email.sender)
     facts: dict[str, Any] = {
         "customers_scanned": len(customers),
+        "customers_deleted_during_run": len(deleted_meanwhile),
         "cards_scanned": len(cards),
         "scope": "all cards" if all_cards else "default cards",
         "window_days": days,
         "reminders_due": len(due),
         "reminder_emails_due": len(messages),
         "reminders_already_sent": len(candidates) - len(due),
+        "reminder_customers_soft_deleted": soft_deleted,
+        **plan.facts,
     }
     failed = 0
     if send and messages:
@@ -259,6 +399,8 @@ def run(ctx: JobContext) -> JobResult:
             run_id=ctx.run_id,
             # The run's own clock: a run's reminders all carry its start time.
             now=lambda: ctx.started_at,
+            # A reminder is a write: none goes out once another run holds the lease.
+            before_each=ctx.check_lease,
         )
         failed = outcome.failed
         facts["reminders"] = (

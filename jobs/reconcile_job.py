@@ -1,13 +1,25 @@
-"""The reconcile job: list every customer, read every user, report every disagreement."""
+"""The reconcile job: list every customer, read every user, report every disagreement.
+
+Option `incremental` (`--incremental`/`--full`, `[incremental] enabled`): the customers
+from the mirror brought up to date by Stripe's events instead of a listing (jobs.incremental).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import pandas as pd
 
 from jobs.base import Job, JobContext, JobResult
+from jobs.incremental import (
+    keep_full_listing,
+    known_missing,
+    plan_listing,
+    reflected_events,
+    remember_missing,
+    update_mirror,
+)
 from jobs.per_customer import scan_customers, scan_workers
 from jobs.resume import list_customers_frame
 from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
@@ -28,7 +40,9 @@ __all__ = [
 
 log = get_logger(__name__)
 
+JOB_NAME = "reconcile"
 MissingCause = Literal["deleted", "other_mode", "absent"]
+MISSING_CAUSES: tuple[str, ...] = get_args(MissingCause)
 # Missing ids looked up before deciding that the key, not the data, is of the wrong mode.
 WRONG_MODE_SAMPLE = 10
 
@@ -122,20 +136,44 @@ def run(ctx: JobContext) -> JobResult:
     log.info("users read", users=len(users))
 
     keys = metadata_keys_needed(settings)
-    # Stored page by page and checkpointed, so a killed run resumes (jobs.resume).
-    # Built from the stored pages by Arrow: no dict per customer is ever held.
-    customers, listing = list_customers_frame(ctx, "reconcile", keys)
-    created_lt = listing.created_lt
+    plan = plan_listing(ctx, JOB_NAME, keys)
+    created_lt: int | None = None
+    resumed_from: str | None = None
+    if plan.choice.listing == "incremental":
+        # The mirror brought up to date from Stripe's events (jobs.incremental).
+        customers = update_mirror(ctx, plan)
+    else:
+        if plan.choice.keep_mirror:
+            plan.reflected = reflected_events(ctx, int(ctx.started_at.timestamp()))
+        # Stored page by page and checkpointed, so a killed run resumes (jobs.resume).
+        # Built from the stored pages by Arrow: no dict per customer is ever held.
+        customers, listing = list_customers_frame(ctx, JOB_NAME, keys)
+        created_lt = listing.created_lt
+        resumed_from = listing.resumed_from
+        if resumed_from is not None:
+            # Part of the pages were read by the failed run, before these events.
+            plan.reflected = ()
+        keep_full_listing(ctx, plan, customers, bound=created_lt)
     if len(customers):
         ctx.gateway.confirm_mode({"livemode": bool(customers["livemode"].iloc[0])})
     log.info("customers listed", customers=len(customers), created_lt=created_lt)
 
+    missing = list(missing_customer_ids(customers, users))
+    # An incremental run looks up only ids no earlier run classified: a deleted, absent
+    # or other-mode id stays so (Stripe never reuses an id).
+    known = known_missing(plan) if plan.choice.listing == "incremental" else {}
     with ctx.phase("missing_lookups"):
         causes, late = classify_missing(
             ctx,
-            missing_customer_ids(customers, users),
+            [customer_id for customer_id in missing if customer_id not in known],
             linked_users=int(users["customer_id"].notna().sum()),
         )
+    looked_up = len(causes) + len(late)
+    for customer_id in missing:
+        cause = known.get(customer_id)
+        if cause in MISSING_CAUSES and customer_id not in causes:
+            causes[customer_id] = cast(MissingCause, cause)
+    remember_missing(plan, causes)
     if late:
         customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
     with ctx.phase("compare"):
@@ -146,14 +184,15 @@ def run(ctx: JobContext) -> JobResult:
             "customers_scanned": len(customers),
             "users_scanned": len(users),
             "snapshot_created_lt": created_lt,
-            "resumed_from": listing.resumed_from,
-            "missing_customer_lookups": len(causes) + len(late),
+            "resumed_from": resumed_from,
+            "missing_customer_lookups": looked_up,
+            **plan.facts,
         },
     )
 
 
 JOB = Job(
-    name="reconcile",
+    name=JOB_NAME,
     description=(
         "Compare every Stripe customer with the user database: duplicates, orphans on both "
         "sides, stale metadata, customers of deleted users."

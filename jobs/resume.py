@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.base import JobContext
+from jobs.base import STOP_OPTION, JobContext
 from jobs.state import RunRecord, RunStatus, StateStore
 from reconcile.checkpoints import CheckpointStore, ListingRecord, WindowCheckpoint, listings_table
 from reconcile.listing import (
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 __all__ = [
     "RESUME_OPTION",
     "RESUME_REQUESTED",
-    "STOP_OPTION",
     "forget_listing",
     "list_customers",
     "list_customers_frame",
@@ -54,8 +53,6 @@ __all__ = [
 log = get_logger(__name__)
 
 RESUME_OPTION = "resume"
-# A threading.Event: set, and the listing stops at its next stored page (serve's SIGTERM).
-STOP_OPTION = "stop_event"
 _RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
 # Set by the `--resume` flag every `run JOB` command gets (jobs.commands_runs), so jobs
 # whose commands build their own options resume too.
