@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-sandbox bench-compare bench-scale bench-local bench-faults clean
+.PHONY: demo test lint bench-sandbox bench-compare bench-scale bench-local bench-faults bench-shared bench-kills bench-incremental clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench-local: $(STAMP)
 
 bench-faults: $(STAMP)
 	$(BIN)/python bench/fault_matrix.py
+
+bench-shared: $(STAMP)
+	$(BIN)/python bench/shared_limit_bench.py --baseline
+
+bench-kills: $(STAMP)
+	$(BIN)/python bench/kill_campaign.py
+
+bench-incremental: $(STAMP)
+	$(BIN)/python bench/incremental_bench.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache
