@@ -190,7 +190,7 @@ def property_sandbox() -> Iterator[SandboxServer]:
 
 
 @settings(
-    max_examples=int(os.environ.get("INCREMENTAL_EXAMPLES", "20")),
+    max_examples=int(os.environ.get("INCREMENTAL_EXAMPLES", "10")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -290,7 +290,7 @@ CREATE_DELETE_CREATE: list[Round] = [
 ]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(users=[("pro", "free"), ("free", "free")], sequence=PLAN_CYCLE)
 @example(users=[("pro", "pro"), ("free", "free")], sequence=CREATE_DELETE_CREATE)
 @given(users=initial_users, sequence=rounds)
