@@ -122,7 +122,14 @@ def test_a_run_killed_on_one_host_is_resumed_by_a_retry_on_another(
     assert retry.returncode == 0, stderr
     assert took < 90
     logged = [e["event"] for e in _events(stderr)]
-    assert "waiting for the lease of a run that stopped renewing it" in logged
+    # Usually the retry finds the dead run's short lease still running and waits it out; on
+    # a loaded machine its start-up can outlast the lease, and it takes the lease over at
+    # once. Either way the dead run is marked interrupted and resumed, never exit 5.
+    took_over = {
+        "waiting for the lease of a run that stopped renewing it",
+        "marked a dead run interrupted",
+    }
+    assert took_over & set(logged), logged
     assert "resuming" in logged
 
     run_dir = Path(stdout.strip().splitlines()[-1])
