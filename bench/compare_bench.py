@@ -14,14 +14,14 @@ import argparse
 import time
 from typing import Any
 
-from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
-from reconcile.sandbox.seed import (
+from reconcile.rules.compare import CompareConfig, compare_all, missing_customer_ids
+from reconcile.rules.snapshots import customers_frame
+from sandbox.seed import (
     GROUND_TRUTH_CONFIG,
     generate_account,
     listed_customers,
     users_snapshot,
 )
-from reconcile.snapshots import customers_frame
 
 NOW = 1_760_000_000
 

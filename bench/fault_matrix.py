@@ -28,7 +28,7 @@ from jobs.registry import JOBS
 from jobs.runner import execute_job
 from reconcile.errors import ReconcileError
 from reconcile.logs import configure_logging
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.reliability.faults import (
     PROFILES,
     FaultProfile,

@@ -41,9 +41,9 @@ from bench.scale_bench import KEY, Limits, limits_for, settings_for, start_sandb
 from jobs.card_expiry_job import JOB as CARD_EXPIRY  # noqa: E402
 from jobs.reconcile_job import JOB as RECONCILE  # noqa: E402
 from jobs.runner import execute_job, retry_policy  # noqa: E402
-from reconcile.gateway import StripeGateway  # noqa: E402
-from reconcile.limiter import RequestLimiter  # noqa: E402
 from reconcile.settings import Settings  # noqa: E402
+from reconcile.stripe_api.gateway import StripeGateway  # noqa: E402
+from reconcile.stripe_api.limiter import RequestLimiter  # noqa: E402
 
 JOBS = {RECONCILE.name: RECONCILE, CARD_EXPIRY.name: CARD_EXPIRY}
 

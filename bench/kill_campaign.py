@@ -72,7 +72,7 @@ T0 = 1_700_000_000
 MAX_RERUNS = 5
 RUN_TIMEOUT_SECONDS = 300.0
 # The CLI of this checkout (not whatever `stripe-reconcile` the PATH holds).
-CLI = [sys.executable, "-c", "from jobs.cli import main; main()"]
+CLI = [sys.executable, "-c", "from jobs.commands.cli import main; main()"]
 
 JOB_ARGS: dict[str, list[str]] = {
     "sync-metadata": [],

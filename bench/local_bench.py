@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/local_bench.py [--sizes N ...] [--seed S] [--profi
 For each size N (users = customers = N, about: the seed generator plants its anomalies)
 a child process generates the seeded account and turns it into what the reconcile job
 has once its listing is done: the customers stored as list pages of 100, one file each
-(as reports.parts stores pages), and the users snapshot. It drops the generator's objects,
+(as reconcile.listing.parts stores pages), and the users snapshot. It drops the generator's objects,
 resets the kernel's peak-RSS mark, and then times
 1. the customers snapshot: `listing_frame` over the parts, as the job builds it (with
    `--dicts`: the parts read back as dicts and `customers_frame`, the old way),
@@ -32,18 +32,18 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from reconcile.checkpoints import WindowCheckpoint  # noqa: E402
-from reconcile.compare import CompareConfig, compare_all, missing_customer_ids  # noqa: E402
-from reconcile.listing import listing_frame, merge_records  # noqa: E402
-from reconcile.sandbox.seed import (  # noqa: E402
+from reconcile.listing.checkpoints import WindowCheckpoint  # noqa: E402
+from reconcile.listing.parts import page_body, read_parts, write_part  # noqa: E402
+from reconcile.listing.walk import listing_frame, merge_records  # noqa: E402
+from reconcile.rules.compare import CompareConfig, compare_all, missing_customer_ids  # noqa: E402
+from reconcile.rules.snapshots import customers_frame  # noqa: E402
+from reports.writer import write_run_reports  # noqa: E402
+from sandbox.seed import (  # noqa: E402
     GROUND_TRUTH_CONFIG,
     generate_account,
     listed_customers,
     users_snapshot,
 )
-from reconcile.snapshots import customers_frame  # noqa: E402
-from reports.parts import page_body, read_parts, write_part  # noqa: E402
-from reports.writer import write_run_reports  # noqa: E402
 
 NOW = 1_760_000_000
 SIZES = (100_000, 300_000, 1_000_000)

@@ -33,8 +33,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconcile.sandbox.seed import generate_account  # noqa: E402
-from reconcile.sandbox.store import SandboxStore  # noqa: E402
+from sandbox.seed import generate_account  # noqa: E402
+from sandbox.store import SandboxStore  # noqa: E402
 
 KEY = "sk_test_benchmarkKEY0001"
 
@@ -82,8 +82,8 @@ def deep_page_cost(store: SandboxStore) -> dict[str, float]:
 def _start_server(customers: int, seed: int) -> tuple[subprocess.Popen[str], str, float]:
     program = textwrap.dedent(
         f"""
-        from reconcile.sandbox.ratelimit import RateLimits
-        from reconcile.sandbox.runner import SandboxConfig, serve_forever
+        from sandbox.ratelimit import RateLimits
+        from sandbox.runner import SandboxConfig, serve_forever
         serve_forever(SandboxConfig(port=0, seed_customers={customers}, seed={seed},
                                     limits=RateLimits(enabled=False), max_log_entries=100_000))
         """

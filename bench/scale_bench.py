@@ -45,8 +45,10 @@ from jobs.base import Job  # noqa: E402
 from jobs.card_expiry_job import JOB as CARD_EXPIRY  # noqa: E402
 from jobs.reconcile_job import JOB as RECONCILE  # noqa: E402
 from jobs.runner import execute_job, retry_policy  # noqa: E402
-from reconcile.gateway import StripeGateway  # noqa: E402
-from reconcile.limiter import (  # noqa: E402
+from reconcile.mode import Mode  # noqa: E402
+from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
+from reconcile.stripe_api.gateway import StripeGateway  # noqa: E402
+from reconcile.stripe_api.limiter import (  # noqa: E402
     MODE_LIMITS,
     PER_ENDPOINT_LIMIT,
     SEARCH_LIMIT,
@@ -54,9 +56,7 @@ from reconcile.limiter import (  # noqa: E402
     bucket_shape,
     is_search_endpoint,
 )
-from reconcile.mode import Mode  # noqa: E402
-from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
-from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
+from sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
 
 PROFILE_DIR: Path | None = None
 KEY = "sk_test_" + "ScaleBenchKey0123456789"
@@ -73,8 +73,8 @@ class Limits:
         """The largest (requests in a bucket / its sustained rate), and that bucket's name.
 
         The sustained rate is the limiter's (a few percent under the limit, its safety
-        margin: see reconcile.limiter); `nominal` divides by the limit itself instead, the
-        floor no client could beat.
+        margin: see reconcile.stripe_api.limiter); `nominal` divides by the limit itself
+        instead, the floor no client could beat.
         """
 
         def rate(limit: float) -> float:
@@ -105,8 +105,8 @@ def start_sandbox(
     # The `stripe-reconcile sandbox` command, plus the x10 limits it has no flag for.
     program = textwrap.dedent(
         f"""
-        from reconcile.sandbox.ratelimit import RateLimits
-        from reconcile.sandbox.runner import SandboxConfig, serve_forever
+        from sandbox.ratelimit import RateLimits
+        from sandbox.runner import SandboxConfig, serve_forever
         serve_forever(SandboxConfig(
             port=0, latency_ms={latency_ms}, jitter_ms={jitter_ms},
             limits=RateLimits().scaled({FAST_FACTOR if fast else 1.0}),

@@ -43,18 +43,18 @@ sys.path.insert(0, str(ROOT))
 
 from jobs.card_expiry_job import JOB as CARD_EXPIRY  # noqa: E402
 from jobs.runner import build_gateway, execute_job, retry_policy  # noqa: E402
-from reconcile.endpoints import endpoint_of  # noqa: E402
-from reconcile.gateway import StripeGateway  # noqa: E402
-from reconcile.limiter import (  # noqa: E402
+from reconcile.mode import Mode  # noqa: E402
+from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
+from reconcile.stripe_api.endpoints import endpoint_of  # noqa: E402
+from reconcile.stripe_api.gateway import StripeGateway  # noqa: E402
+from reconcile.stripe_api.limiter import (  # noqa: E402
     DEFAULT_LIMIT_SHARE,
     GLOBAL_BUCKET,
     RequestLimiter,
     endpoint_bucket,
 )
-from reconcile.limiter_registry import clear_shared_limiters  # noqa: E402
-from reconcile.mode import Mode  # noqa: E402
-from reconcile.sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
-from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
+from reconcile.stripe_api.limiter_registry import clear_shared_limiters  # noqa: E402
+from sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
 
 KEY = "sk_test_" + "SharedLimitBench0123"
 LIMIT = 25.0
@@ -71,7 +71,7 @@ REASONS = [
 def start_sandbox(customers: int, users_db: Path) -> tuple[subprocess.Popen[str], str]:
     program = textwrap.dedent(
         f"""
-        from reconcile.sandbox.runner import SandboxConfig, serve_forever
+        from sandbox.runner import SandboxConfig, serve_forever
         serve_forever(SandboxConfig(port=0, seed_customers={customers}, seed=1,
                                     users_db={str(users_db)!r}, max_log_entries=100_000))
         """

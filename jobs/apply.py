@@ -29,7 +29,6 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.audit import AuditLog, Outcome, audit_frame
 from jobs.base import JobContext, JobResult
 from reconcile.errors import (
     ConfigError,
@@ -38,11 +37,12 @@ from reconcile.errors import (
     StripeConnectionError,
     StripeNotFoundError,
 )
-from reconcile.findings import empty_findings
 from reconcile.job_options import DEFAULT_MAX_CHANGES
 from reconcile.logs import get_logger, redact_text
 from reconcile.mode import Mode
-from reconcile.plans import ACTION_SKIP, writes_in
+from reconcile.rules.findings import empty_findings
+from reconcile.rules.plans import ACTION_SKIP, writes_in
+from reconcile.state.audit import AuditLog, Outcome, audit_frame
 
 __all__ = [
     "CHANGED_SINCE_LISTING",

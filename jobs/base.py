@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from reconcile.checkpoints import RunInterrupted
-from reconcile.findings import empty_findings
+from reconcile.listing.checkpoints import RunInterrupted
+from reconcile.rules.findings import empty_findings
 from reconcile.settings import Settings
 from reconcile.userdb import UserDB
 
 if TYPE_CHECKING:
-    from jobs.state import Lease, StateStore
-    from reconcile.gateway import StripeGateway
+    from reconcile.state.store import Lease, StateStore
+    from reconcile.stripe_api.gateway import StripeGateway
 
 __all__ = ["STOP_OPTION", "Job", "JobContext", "JobResult", "LeaseLostError"]
 

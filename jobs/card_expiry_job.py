@@ -42,7 +42,6 @@ from jobs.per_customer import (
     unless_deleted,
 )
 from jobs.reconcile_job import compare_config, metadata_keys_needed
-from jobs.reminder_memory import ReminderMemory
 from jobs.reminders import (
     due_reminders,
     load_templates,
@@ -51,7 +50,10 @@ from jobs.reminders import (
     without_soft_deleted,
 )
 from jobs.resume import list_customers
-from reconcile.cards import (
+from reconcile.errors import ConfigError
+from reconcile.logs import get_logger
+from reconcile.mode import Mode
+from reconcile.rules.cards import (
     REMINDER_COLUMNS,
     card_findings,
     card_from_object,
@@ -59,12 +61,10 @@ from reconcile.cards import (
     customer_people,
     reminder_candidates,
 )
-from reconcile.compare import in_scope
-from reconcile.errors import ConfigError
-from reconcile.gateway import StripeGateway
-from reconcile.logs import get_logger
-from reconcile.mode import Mode
-from reconcile.snapshots import customers_frame, meta_column
+from reconcile.rules.compare import in_scope
+from reconcile.rules.snapshots import customers_frame, meta_column
+from reconcile.state.reminders_sent import ReminderMemory
+from reconcile.stripe_api.gateway import StripeGateway
 from reports.email import smtp_password
 
 __all__ = [

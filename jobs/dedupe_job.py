@@ -16,20 +16,20 @@ from typing import Any
 import pandas as pd
 
 from jobs.apply import ActionDone, PlannedAction, carry_out, skipped
-from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.delete_checks import already_deleted, current_customer, customer_now, not_done
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
-from reconcile.deletion import dedupe_delete_blockers, live_subscription_statuses
-from reconcile.findings import FindingKind
 from reconcile.logs import get_logger
-from reconcile.plans import (
+from reconcile.rules.deletion import dedupe_delete_blockers, live_subscription_statuses
+from reconcile.rules.findings import FindingKind
+from reconcile.rules.plans import (
     ACTION_DELETE_CUSTOMER,
     ACTION_TAG_DUPLICATE,
     DedupeFacts,
     plan_dedupe,
 )
+from reconcile.state.audit import Outcome
 
 __all__ = ["JOB", "delete_duplicate", "recheck_delete", "recheck_tag", "tag_duplicate"]
 

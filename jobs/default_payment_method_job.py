@@ -12,13 +12,13 @@ from typing import Any
 import pandas as pd
 
 from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
-from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
 from jobs.reconcile_job import compare_config
-from reconcile.compare import in_scope
-from reconcile.plans import ACTION_SET_DEFAULT_PM, plan_default_payment_method
+from reconcile.rules.compare import in_scope
+from reconcile.rules.plans import ACTION_SET_DEFAULT_PM, plan_default_payment_method
+from reconcile.state.audit import Outcome
 
 __all__ = ["JOB", "recheck_default", "set_default"]
 

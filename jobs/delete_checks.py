@@ -1,5 +1,5 @@
 """The reads a delete makes just before it is sent, from Stripe and the user DB as they
-are now, never from the run's listing (the rules they feed: reconcile.deletion).
+are now, never from the run's listing (the rules they feed: reconcile.rules.deletion).
 
 Used by dedupe and gdpr-delete. Each read costs one request (a page of 100 for the
 listings); deletes are few, and a wrong one cannot be undone.
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobs.apply import ActionDone, current_customer
-from jobs.audit import Outcome
 from jobs.base import JobContext
 from jobs.per_customer import DeletedMeanwhile, unless_deleted
-from reconcile.deletion import live_subscription_statuses
+from reconcile.rules.deletion import live_subscription_statuses
+from reconcile.state.audit import Outcome
 
 __all__ = ["CustomerNow", "already_deleted", "current_customer", "customer_now", "not_done"]
 

@@ -12,19 +12,19 @@ UPDATE that requires the row to still hold the customer and to still be soft-del
 from __future__ import annotations
 
 from jobs.apply import ActionDone, PlannedAction, carry_out
-from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.delete_checks import customer_now, not_done
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
 from jobs.reconcile_job import classify_missing
-from reconcile.deletion import (
+from reconcile.rules.deletion import (
     gdpr_delete_blockers,
     gdpr_link_blockers,
     live_subscription_statuses,
 )
-from reconcile.findings import FindingKind
-from reconcile.plans import ACTION_CLEAR_LINK, ACTION_DELETE_CUSTOMER, plan_gdpr_delete
+from reconcile.rules.findings import FindingKind
+from reconcile.rules.plans import ACTION_CLEAR_LINK, ACTION_DELETE_CUSTOMER, plan_gdpr_delete
+from reconcile.state.audit import Outcome
 
 __all__ = ["JOB", "clear_link", "delete_customer", "recheck_clear", "recheck_delete"]
 

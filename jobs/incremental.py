@@ -1,12 +1,12 @@
 """Incremental runs of the read-only jobs: the customer mirror brought up to date from
 Stripe's events instead of a listing of every customer.
 
-A job asks `plan_listing` which listing this run takes (reconcile.events.choose_listing).
+A job asks `plan_listing` which listing this run takes (reconcile.rules.events.choose_listing).
 After a full listing it calls `keep_full_listing`: the listed customers become the mirror,
 its watermark the listing's bound, and the events Stripe already listed from the overlap
 before it are marked as reflected. An incremental run (`update_mirror`) reads the events
 from `watermark - overlap`, applies each new one once in order, reads back from Stripe the
-customers whose events did not chain (reconcile.events), saves the mirror and hands the
+customers whose events did not chain (reconcile.rules.events), saves the mirror and hands the
 job the same frame a full listing would have. The write jobs never come here: they list
 every customer and compare-and-set before each write.
 """
@@ -23,7 +23,9 @@ from typing import Any, cast
 import pandas as pd
 
 from jobs.base import JobContext
-from jobs.mirror import (
+from jobs.per_customer import scan_customers, scan_workers
+from reconcile.errors import ConfigError, StripeNotFoundError
+from reconcile.listing.mirror import (
     MirrorMeta,
     account_of,
     load_known_missing,
@@ -34,9 +36,8 @@ from jobs.mirror import (
     save_mirror,
     tool_version,
 )
-from jobs.per_customer import scan_customers, scan_workers
-from reconcile.errors import ConfigError, StripeNotFoundError
-from reconcile.events import (
+from reconcile.logs import get_logger
+from reconcile.rules.events import (
     DELETED,
     EVENT_TYPES,
     PAYMENT_METHOD_EVENT_TYPES,
@@ -50,8 +51,7 @@ from reconcile.events import (
     customer_row,
     events_in_order,
 )
-from reconcile.logs import get_logger
-from reconcile.snapshots import CUSTOMER_COLUMNS, meta_column
+from reconcile.rules.snapshots import CUSTOMER_COLUMNS, meta_column
 
 __all__ = [
     "DEFAULT_FACTS",

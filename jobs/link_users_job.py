@@ -8,11 +8,11 @@ and a user linked, removed or soft-deleted meanwhile gets nothing.
 from __future__ import annotations
 
 from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
-from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
-from reconcile.findings import FindingKind
-from reconcile.plans import ACTION_CREATE_AND_LINK, ACTION_LINK_USER, plan_link_users
+from reconcile.rules.findings import FindingKind
+from reconcile.rules.plans import ACTION_CREATE_AND_LINK, ACTION_LINK_USER, plan_link_users
+from reconcile.state.audit import Outcome
 
 __all__ = ["JOB", "create_and_link", "link_user", "recheck_create", "recheck_link"]
 

@@ -7,7 +7,7 @@ earlier, or it would plan to create them again: its adopted listing gets one mor
 up to this run's bound.
 
 The snapshot keeps its listing's id: the intent of every write planned from it (see
-`reconcile.idempotency`), the same for a run and the runs that resume its listing.
+`reconcile.rules.idempotency`), the same for a run and the runs that resume its listing.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pandas as pd
 from jobs.base import JobContext
 from jobs.reconcile_job import classify_missing, compare_config, metadata_keys_needed
 from jobs.resume import list_customers
-from reconcile.compare import MissingCause, compare_all, missing_customer_ids
 from reconcile.logs import get_logger
-from reconcile.snapshots import customers_frame
+from reconcile.rules.compare import MissingCause, compare_all, missing_customer_ids
+from reconcile.rules.snapshots import customers_frame
 
 __all__ = ["Snapshot", "read_snapshot"]
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from reconcile.errors import StripeNotFoundError
-from reconcile.limiter import RequestLimiter
-from reconcile.listing import workers_for
+from reconcile.listing.walk import workers_for
 from reconcile.progress import Advance, progress
+from reconcile.stripe_api.limiter import RequestLimiter
 
 if TYPE_CHECKING:
-    from reconcile.gateway import StripeGateway
+    from reconcile.stripe_api.gateway import StripeGateway
 
 __all__ = [
     "DeletedMeanwhile",

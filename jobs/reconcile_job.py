@@ -22,12 +22,12 @@ from jobs.incremental import (
 )
 from jobs.per_customer import scan_customers, scan_workers
 from jobs.resume import list_customers_frame
-from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
 from reconcile.errors import ConfigError, StripeNotFoundError
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
+from reconcile.rules.compare import CompareConfig, compare_all, missing_customer_ids
+from reconcile.rules.snapshots import customers_frame
 from reconcile.settings import UserDBSettings
-from reconcile.snapshots import customers_frame
 
 __all__ = [
     "JOB",

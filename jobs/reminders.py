@@ -24,10 +24,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from jobs.reminder_memory import ReminderMemory, SentReminder
 from reconcile.errors import ConfigError, DeliveryError
 from reconcile.logs import get_logger
 from reconcile.settings import CardExpirySettings, EmailSettings
+from reconcile.state.reminders_sent import ReminderMemory, SentReminder
 from reports.email import smtp_session
 
 __all__ = [
@@ -81,7 +81,7 @@ def without_soft_deleted(candidates: pd.DataFrame, users: pd.DataFrame) -> tuple
 
     A customer that users link to (their customer id column) belongs to them: it is left
     out when every one of them is soft-deleted. An unlinked customer belongs to the user
-    its metadata names (the candidates' `user_id`, see `reconcile.cards.customer_people`).
+    its metadata names (the candidates' `user_id`, see `reconcile.rules.cards.customer_people`).
     """
     if candidates.empty or users.empty or "deleted" not in users.columns:
         return candidates, 0

@@ -22,9 +22,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jobs.base import STOP_OPTION, JobContext
-from jobs.state import RunRecord, RunStatus, StateStore
-from reconcile.checkpoints import CheckpointStore, ListingRecord, WindowCheckpoint, listings_table
-from reconcile.listing import (
+from reconcile.listing.checkpoints import (
+    CheckpointStore,
+    ListingRecord,
+    WindowCheckpoint,
+    listings_table,
+)
+from reconcile.listing.parts import read_parts, remove_work_dir, work_dir_for
+from reconcile.listing.walk import (
     OnPage,
     listing_frame,
     merge_records,
@@ -35,7 +40,7 @@ from reconcile.listing import (
 from reconcile.logs import get_logger
 from reconcile.progress import progress
 from reconcile.settings import Settings
-from reports.parts import read_parts, remove_work_dir, work_dir_for
+from reconcile.state.store import RunRecord, RunStatus, StateStore
 
 if TYPE_CHECKING:
     from jobs.runner import RunOutcome
@@ -54,7 +59,7 @@ log = get_logger(__name__)
 
 RESUME_OPTION = "resume"
 _RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
-# Set by the `--resume` flag every `run JOB` command gets (jobs.commands_runs), so jobs
+# Set by the `--resume` flag every `run JOB` command gets (jobs.commands.runs), so jobs
 # whose commands build their own options resume too.
 RESUME_REQUESTED: ContextVar[bool] = ContextVar("resume_requested", default=False)
 

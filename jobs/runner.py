@@ -25,11 +25,7 @@ import pandas as pd
 import structlog
 
 from jobs.base import STOP_OPTION, Job, JobContext, JobResult
-from jobs.history import reap_dead_holder, record_run_stats
-from jobs.read_budget import check_read_budget
 from jobs.resume import RESUME_OPTION, RESUME_REQUESTED, forget_listing
-from jobs.state import Lease, LockRecord, StateStore, lock_held_message
-from reconcile.checkpoints import RunInterrupted
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
     EXIT_FINDINGS,
@@ -38,12 +34,16 @@ from reconcile.errors import (
     LockHeldError,
     ReconcileError,
 )
-from reconcile.findings import Severity
-from reconcile.gateway import StripeGateway
-from reconcile.limiter_registry import shared_limiter
+from reconcile.listing.checkpoints import RunInterrupted
 from reconcile.logs import get_logger
-from reconcile.retry import RetryPolicy
+from reconcile.rules.findings import Severity
 from reconcile.settings import Settings
+from reconcile.state.history import reap_dead_holder, record_run_stats
+from reconcile.state.read_budget import check_read_budget
+from reconcile.state.store import Lease, LockRecord, StateStore, lock_held_message
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter_registry import shared_limiter
+from reconcile.stripe_api.retry import RetryPolicy
 from reconcile.userdb import UserDB
 from reports.metrics import (
     exit_code_of,

@@ -1,7 +1,7 @@
 """`stripe-reconcile serve`: the `[schedule]` run in-process by APScheduler 3.
 
 Each job gets a trigger built from its crontab(5) expression, field for field
-(reconcile.crontab expands each field itself, so APScheduler's Monday-based day of
+(reconcile.rules.crontab expands each field itself, so APScheduler's Monday-based day of
 week and its AND of day-of-month with day-of-week never leak in). One instance per
 job at a time, missed runs coalesced into one, a misfire grace time, UTC unless
 `[schedule] timezone` says otherwise. SIGTERM or SIGINT asks running jobs to stop at
@@ -37,11 +37,11 @@ from apscheduler.triggers.cron import CronTrigger
 from jobs.apply import CONFIRM_LIVE_ENV, confirm_live_from_env
 from jobs.base import STOP_OPTION, Job
 from jobs.delivery import after_run_hooks
-from reconcile.crontab import CronSpec, parse_crontab
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.job_options import JobOptions, scheduled_options
 from reconcile.logs import get_logger
 from reconcile.mode import Mode, mask_key
+from reconcile.rules.crontab import CronSpec, parse_crontab
 from reconcile.settings import Settings
 from reconcile.unattended_settings import ScheduleEntry
 

@@ -8,17 +8,17 @@ either meanwhile.
 from __future__ import annotations
 
 from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
-from jobs.audit import Outcome
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
-from reconcile.findings import FindingKind
-from reconcile.idempotency import rekey, unmet_params
-from reconcile.plans import (
+from reconcile.rules.findings import FindingKind
+from reconcile.rules.idempotency import rekey, unmet_params
+from reconcile.rules.plans import (
     ACTION_UPDATE_CUSTOMER,
     SyncOptions,
     plan_sync_metadata,
     replan_sync_update,
 )
+from reconcile.state.audit import Outcome
 
 __all__ = ["JOB", "recheck_update", "update_customer"]
 

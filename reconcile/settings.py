@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from reconcile.errors import ConfigError
 from reconcile.job_options import explain_error, scheduled_options
-from reconcile.limiter import DEFAULT_LIMIT_SHARE, global_limit_for
 from reconcile.mode import Mode, mode_of_key
+from reconcile.stripe_api.limiter import DEFAULT_LIMIT_SHARE, global_limit_for
 from reconcile.unattended_settings import (
     IncrementalSettings,
     MetricsSettings,

@@ -67,7 +67,7 @@ class ScheduleEntry(_Section):
     @classmethod
     def _cron(cls, value: str) -> str:
         # Imported here: the parser is a pure module, but keep settings import-light.
-        from reconcile.crontab import parse_crontab
+        from reconcile.rules.crontab import parse_crontab
 
         parse_crontab(value)  # raises ValueError naming the field at fault
         return value.strip()
@@ -140,7 +140,7 @@ class MetricsSettings(_Section):
 
 
 class IncrementalSettings(_Section):
-    """`[incremental]`: runs of reconcile and card-expiry from Stripe's events (jobs.mirror)."""
+    """`[incremental]`: reconcile and card-expiry from events (reconcile.listing.mirror)."""
 
     # Runs without --incremental or --full (scheduled ones included) read the events since
     # the last run instead of listing every customer.

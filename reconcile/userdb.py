@@ -1,7 +1,7 @@
 """The application's user database, read through its existing schema.
 
 The table is reflected, never created or altered. Rows are read in chunks and
-turned into the users snapshot (`USER_COLUMNS` of `reconcile.snapshots`): every
+turned into the users snapshot (`USER_COLUMNS` of `reconcile.rules.snapshots`): every
 value a string, so the comparison sees the same thing on SQLite and PostgreSQL.
 """
 

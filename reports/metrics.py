@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from reconcile.errors import EXIT_CONFIG, DeliveryError, ReconcileError
 from reconcile.logs import get_logger
 from reconcile.settings import Settings
-from reconcile.stripe_http import RequestStats
+from reconcile.stripe_api.http import RequestStats
 
 if TYPE_CHECKING:
     from jobs.runner import RunOutcome
@@ -160,7 +160,7 @@ def write_failed_run_metrics(
 
 
 def exit_code_of(exc: BaseException) -> int:
-    """The exit code the CLI turns `exc` into (jobs.cli_support's mapping)."""
+    """The exit code the CLI turns `exc` into (jobs.commands.support's mapping)."""
     if isinstance(exc, ReconcileError):
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
@@ -169,7 +169,7 @@ def exit_code_of(exc: BaseException) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     if isinstance(exc, OSError):
         return EXIT_CONFIG
-    from jobs.cli_support import EXIT_INTERNAL
+    from jobs.commands.support import EXIT_INTERNAL
 
     return EXIT_INTERNAL
 

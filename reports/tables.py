@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reconcile.findings import FINDING_COLUMNS
+from reconcile.rules.findings import FINDING_COLUMNS
 
 __all__ = [
     "FINDING_COLUMNS",
@@ -89,7 +89,7 @@ def contract_findings(findings: pd.DataFrame) -> pd.DataFrame:
         if missing:
             raise ValueError(
                 f"findings lack the contract columns {', '.join(missing)}: "
-                "build them with every column of reconcile.findings.FINDING_COLUMNS"
+                "build them with every column of reconcile.rules.findings.FINDING_COLUMNS"
             )
     data = {
         column: (

@@ -2,7 +2,7 @@
 
 Everything a file will hold is prepared in memory first (contract columns, Arrow
 tables, JSON, HTML), so a bad table fails before the disk is touched; then the
-folder is written under a hidden name and renamed into place (see reports.atomic).
+folder is written under a hidden name and renamed into place (see reconcile.atomic).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from reconcile.atomic import StagedFolder, staged_folder, staging_name, sweep_stale_staging
 from reconcile.errors import ConfigError
 from reconcile.logs import get_logger
-from reports.atomic import StagedFolder, staged_folder, staging_name, sweep_stale_staging
 from reports.errors import ReportWriteError
 from reports.html import render_summary_html
 from reports.tables import (

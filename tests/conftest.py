@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.seeded import SeededWorld, build_world
 
 

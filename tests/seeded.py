@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.sandbox.runner import SandboxServer
-from reconcile.sandbox.seed import (
+from reconcile.settings import Settings, StateSettings, load_settings
+from sandbox.runner import SandboxServer
+from sandbox.seed import (
     SeededAccount,
     generate_account,
     load_into_sandbox,
     write_users_db,
 )
-from reconcile.settings import Settings, StateSettings, load_settings
 
 TEST_KEY = "sk_test_" + "IntegrationKey1234abcd"
 NOW = 1_790_000_000  # 2026-09-21, fixed so the seeded account never changes

@@ -9,9 +9,9 @@ from typing import Any
 
 from jobs.registry import JOBS
 from jobs.runner import AfterRun, RunOutcome, execute_job
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
 from reconcile.settings import EmailSettings, Settings
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
 from tests.seeded import NOW, SeededWorld
 
 SEEDED_NOW = datetime.fromtimestamp(NOW, UTC)

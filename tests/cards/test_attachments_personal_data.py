@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from jobs.delivery import after_run_hooks
 from jobs.registry import JOBS
 from jobs.runner import execute_job
-from reconcile.sandbox.runner import SandboxServer
 from reports.email import REDACTED, strip_personal_data
+from sandbox.runner import SandboxServer
 from tests.cards.conftest import SmtpServer
 from tests.cards.helpers import with_email
 from tests.maintenance.world import USERS, MaintenanceWorld, build

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from jobs.runner import RunOutcome
-from reconcile.cards import REMINDER_COLUMNS
-from reconcile.cardtruth import expected_card_keys, score_card_findings
+from reconcile.rules.cards import REMINDER_COLUMNS
+from sandbox.cardtruth import expected_card_keys, score_card_findings
 from tests.cards.helpers import run_card_expiry, unlimited_sandbox
 from tests.seeded import SeededWorld
 
@@ -47,7 +47,7 @@ def test_default_scope_costs_one_request_per_100_customers_with_the_expand(
     outcome = run_card_expiry(world)
     entries = [e for e in world.sandbox.request_log.entries() if e.path.startswith("/v1/")]
     listed = len(world.account.customers) - len(world.account.deleted_customer_ids)
-    # The listing pages `created` windows concurrently (reconcile.listing), cut while it
+    # The listing pages `created` windows concurrently (reconcile.listing.walk), cut while it
     # runs: each window may end on a short or empty page, one extra request at most each.
     pages = -(-listed // 100)
     assert pages <= len(entries) <= 2 * pages + world.settings.resume.windows + 2

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from jobs.delivery import after_run_hooks
 from jobs.runner import RunOutcome
 from reconcile.errors import ConfigError, DeliveryError

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from reconcile.cards import (
+from reconcile.rules.cards import (
     REMINDER_COLUMNS,
     card_expired,
     card_expiring,
@@ -22,8 +22,8 @@ from reconcile.cards import (
     reminder_candidates,
     with_expiry,
 )
-from reconcile.findings import FINDING_COLUMNS
-from reconcile.snapshots import customers_frame, normalize_users
+from reconcile.rules.findings import FINDING_COLUMNS
+from reconcile.rules.snapshots import customers_frame, normalize_users
 
 
 def card(

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.reminder_memory import ReminderMemory, SentReminder
 from jobs.reminders import due_reminders
+from reconcile.state.reminders_sent import ReminderMemory, SentReminder
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

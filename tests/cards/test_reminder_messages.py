@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from jobs.reminder_memory import ReminderMemory
 from jobs.reminders import load_templates, reminder_messages, send_reminders
 from reconcile.settings import CardExpirySettings, EmailSettings
+from reconcile.state.reminders_sent import ReminderMemory
 from tests.cards.conftest import SmtpServer
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -18,7 +18,7 @@ import structlog
 from jobs.base import LeaseLostError
 from jobs.delivery import after_run_hooks
 from jobs.reminders import single_address
-from jobs.state import RunStatus, StateStore, locks_table
+from reconcile.state.store import RunStatus, StateStore, locks_table
 from tests.cards.conftest import SmtpServer
 from tests.cards.helpers import run_card_expiry, with_email
 from tests.maintenance.meanwhile import set_user

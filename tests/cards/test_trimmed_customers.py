@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from jobs.card_expiry_job import cards_of_customer, default_cards, trimmed_customer
-from reconcile.snapshots import customers_frame
+from reconcile.rules.snapshots import customers_frame
 
 FIXTURES = Path("/work/shared/stripe-fixtures")  # as tests/sandbox/test_shapes.py
 KEYS = ["user_id", "plan"]

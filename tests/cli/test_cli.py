@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from jobs.state import StateStore
+from jobs.commands.cli import cli
+from reconcile.state.store import StateStore
 from tests.seeded import TEST_KEY, SeededWorld
 
 REVOKED_KEY = "sk_test_" + "Unknown0000000000zzzz"

@@ -12,8 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from reconcile.sandbox.runner import SandboxServer
+from jobs.commands.cli import cli
+from sandbox.runner import SandboxServer
 from tests.cards.conftest import SmtpHandler, SmtpServer, free_port
 from tests.maintenance.world import TEST_KEY, MaintenanceWorld, build
 

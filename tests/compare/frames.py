@@ -6,8 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from reconcile.compare import CompareConfig
-from reconcile.snapshots import customers_frame, normalize_users
+from reconcile.rules.compare import CompareConfig
+from reconcile.rules.snapshots import customers_frame, normalize_users
 
 CONFIG = CompareConfig(metadata_keys=("plan",))
 SCOPED = CompareConfig(metadata_keys=("plan",), scope={"env": "prod"})

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from reconcile.findings import (
+from reconcile.rules.findings import (
     FINDING_COLUMNS,
     SEVERITY_BY_KIND,
     STRING_DTYPE,

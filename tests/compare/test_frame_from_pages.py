@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import reconcile.snapshots as snapshots
-from reconcile.sandbox.seed import generate_account
-from reconcile.snapshots import customers_frame, customers_frame_from_pages
+import reconcile.rules.snapshots as snapshots
+from reconcile.rules.snapshots import customers_frame, customers_frame_from_pages
+from sandbox.seed import generate_account
 
 KEYS = ["user_id", "plan", "env", "never_set"]
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pandas as pd
 
-from reconcile.compare import (
+from reconcile.rules.compare import (
     CompareConfig,
     compare_all,
     deleted_user_customer,
@@ -20,8 +20,8 @@ from reconcile.compare import (
     stale_metadata,
     unlinked_user,
 )
-from reconcile.findings import FINDING_COLUMNS, STRING_DTYPE, concat_findings
-from reconcile.snapshots import empty_customers, empty_users
+from reconcile.rules.findings import FINDING_COLUMNS, STRING_DTYPE, concat_findings
+from reconcile.rules.snapshots import empty_customers, empty_users
 from tests.compare.frames import CONFIG, SCOPED, cus, customers, keys, user, users
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reconcile import findings
-from reconcile.compare import CompareConfig, compare_all, missing_customer_ids
-from reconcile.findings import FindingKind
-from reconcile.sandbox.seed import (
+from reconcile.rules import findings
+from reconcile.rules.compare import CompareConfig, compare_all, missing_customer_ids
+from reconcile.rules.findings import FindingKind
+from reconcile.rules.snapshots import customers_frame
+from sandbox.seed import (
     GROUND_TRUTH_CONFIG,
     MIN_CUSTOMERS,
     SeededAccount,
@@ -27,7 +28,6 @@ from reconcile.sandbox.seed import (
     write_ground_truth,
     write_users_db,
 )
-from reconcile.snapshots import customers_frame
 
 NOW = 1_760_000_000  # 2025-10-09, mid-month: both card windows exist
 CUSTOMER_KINDS = set(findings.CUSTOMER_KINDS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from reconcile.snapshots import (
+from reconcile.rules.snapshots import (
     STRING_DTYPE,
     USER_COLUMNS,
     customers_frame,

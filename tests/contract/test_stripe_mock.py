@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from reconcile.gateway import StripeGateway
-from reconcile.pager import iter_customers
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.pager import iter_customers
 
 STRIPE_MOCK_URL = os.environ.get("STRIPE_MOCK_URL", "")
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import stripe
 
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.sandbox.runner import SandboxServer
-from reconcile.stripe_errors import StripeRequestError, sdk_error_for
+from reconcile.stripe_api.errors import StripeRequestError, sdk_error_for
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from sandbox.runner import SandboxServer
 
 KEY = "sk_test_" + "CustomerPages0123456789"
 

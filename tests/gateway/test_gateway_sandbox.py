@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from reconcile.errors import ConfigError, StripeNotFoundError
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.pager import iter_customer_window, iter_customers
-from reconcile.sandbox.runner import RateLimits, SandboxConfig, SandboxServer
-from reconcile.stripe_errors import StripeRequestError
+from reconcile.stripe_api.errors import StripeRequestError
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from reconcile.stripe_api.pager import iter_customer_window, iter_customers
+from sandbox.runner import RateLimits, SandboxConfig, SandboxServer
 
 TEST_KEY = "sk_test_" + "GatewayTests0000Abcd"
 LIVE_KEY = "sk_live_" + "GatewayTests0000Wxyz"

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 import pytest
 
 from reconcile.errors import ConfigError
-from reconcile.limiter import (
+from reconcile.mode import Mode
+from reconcile.stripe_api.limiter import (
     SAFETY,
     GcraBucket,
     RequestLimiter,
     bucket_shape,
     global_limit_for,
 )
-from reconcile.mode import Mode
 
 
 class FakeClock:

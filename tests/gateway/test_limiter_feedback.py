@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import stripe
 
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import DECREASE, RECOVERY_PER_SECOND, RequestLimiter
-from reconcile.retry import RetryPolicy
-from reconcile.sandbox.runner import RateLimits, SandboxConfig, SandboxServer
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import DECREASE, RECOVERY_PER_SECOND, RequestLimiter
+from reconcile.stripe_api.retry import RetryPolicy
+from sandbox.runner import RateLimits, SandboxConfig, SandboxServer
 
 KEY = "sk_test_" + "FeedbackKey000001"
 RATE_LIMIT_BODY = json.dumps(

@@ -20,15 +20,15 @@ import pytest
 import redis
 
 from reconcile.errors import EXIT_STRIPE
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import DECREASE, RECOVERY_PER_SECOND, SAFETY, RequestLimiter
-from reconcile.limiter_redis import (
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import DECREASE, RECOVERY_PER_SECOND, SAFETY, RequestLimiter
+from reconcile.stripe_api.limiter_redis import (
     KEY_TTL_MS,
     LimiterUnavailableError,
     RedisRequestLimiter,
     connect,
 )
-from reconcile.limiter_registry import clear_shared_limiters, shared_limiter
+from reconcile.stripe_api.limiter_registry import clear_shared_limiters, shared_limiter
 from tests.gateway.test_limiter import FakeClock, max_in_any_window
 
 REDIS_URL = os.environ.get("STRIPE_RECONCILE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import ConfigError
-from reconcile.limiter import (
+from reconcile.mode import Mode
+from reconcile.settings import load_settings
+from reconcile.stripe_api.limiter import (
     DECREASE,
     MIN_FACTOR,
     RECOVERY_PER_SECOND,
@@ -17,8 +19,6 @@ from reconcile.limiter import (
     buckets_named_by,
     check_limit_share,
 )
-from reconcile.mode import Mode
-from reconcile.settings import load_settings
 from tests.gateway.test_limiter import (
     FakeClock,
     everything,

@@ -18,11 +18,11 @@ import pytest
 
 from jobs.card_expiry_job import JOB as CARD_EXPIRY
 from jobs.runner import RunOutcome, build_gateway, execute_job
-from reconcile.gateway import StripeGateway
-from reconcile.limiter_registry import account_of, clear_shared_limiters
-from reconcile.sandbox.requestlog import RequestRecord
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
 from reconcile.settings import Settings
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter_registry import account_of, clear_shared_limiters
+from sandbox.requestlog import RequestRecord
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.gateway.test_limiter import max_in_any_window
 from tests.gateway.test_limiter_redis import REDIS_URL, forget_namespace, redis_or_skip
 from tests.seeded import TEST_KEY, SeededWorld, build_world

@@ -18,9 +18,9 @@ import pytest
 import structlog
 
 from reconcile.errors import StripeAuthError, StripeConnectionError
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.pager import iter_customer_window, iter_customers
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from reconcile.stripe_api.pager import iter_customer_window, iter_customers
 
 KEY = "sk_test_" + "F" * 24
 # Newest first, as Stripe lists them.

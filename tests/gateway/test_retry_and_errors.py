@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import stripe
 
-from reconcile.endpoints import endpoint_of
 from reconcile.errors import StripeAuthError, StripeConnectionError, StripeNotFoundError
 from reconcile.mode import Mode
-from reconcile.retry import RetryPolicy
-from reconcile.stripe_errors import StripeRequestError, translate_stripe_error
+from reconcile.stripe_api.endpoints import endpoint_of
+from reconcile.stripe_api.errors import StripeRequestError, translate_stripe_error
+from reconcile.stripe_api.retry import RetryPolicy
 
 KEY_TAIL = "Zq9x"
 MASKED = f"sk_test_...{KEY_TAIL}"

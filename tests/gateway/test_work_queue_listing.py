@@ -14,16 +14,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reconcile.checkpoints import (
+from reconcile.listing.checkpoints import (
     CheckpointStore,
     PageStored,
     RunInterrupted,
     WindowCheckpoint,
     WindowCut,
 )
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.listing import (
+from reconcile.listing.walk import (
     list_windows,
     listing_frame,
     max_piece_pages,
@@ -31,10 +29,12 @@ from reconcile.listing import (
     split_points,
     window_bounds,
 )
-from reconcile.pager import iter_customers
-from reconcile.sandbox.runner import SandboxServer
-from reconcile.sandbox.seed import generate_account, load_into_sandbox
-from reconcile.snapshots import customers_frame
+from reconcile.rules.snapshots import customers_frame
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from reconcile.stripe_api.pager import iter_customers
+from sandbox.runner import SandboxServer
+from sandbox.seed import generate_account, load_into_sandbox
 from tests.gateway.test_pager_fallback import CUSTOMERS, _NoCreatedFilter
 
 KEY = "sk_test_" + "WorkQueue0123456789ab"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.sandbox.ratelimit import RateLimits
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.ratelimit import RateLimits
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.incremental.world import World, build_world
 
 

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 import pytest
 
-from jobs.mirror import mirror_path, read_meta
 from reconcile.errors import ConfigError
-from reconcile.sandbox.runner import SandboxServer
+from reconcile.listing.mirror import mirror_path, read_meta
+from sandbox.runner import SandboxServer
 from tests.incremental.world import World, build_world, findings_by_kind
 
 
@@ -272,7 +272,7 @@ def test_missing_customers_are_looked_up_once(world: World) -> None:
 def test_cli_flags_choose_the_listing(world: World, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from jobs.cli import cli
+    from jobs.commands.cli import cli
     from tests.incremental.world import TEST_KEY
 
     _seed(world)

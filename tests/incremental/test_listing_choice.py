@@ -1,4 +1,4 @@
-"""Which listing a run takes, and why: the pure rule (reconcile.events.choose_listing), the
+"""Which listing a run takes, and why: the pure rule (reconcile.rules.events.choose_listing), the
 option and settings models, and the events' order and the chaining of their changes."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from reconcile.errors import ConfigError
-from reconcile.events import (
+from reconcile.job_options import parse_job_options
+from reconcile.rules.events import (
     MirrorIdentity,
     apply_events,
     choose_listing,
     events_in_order,
 )
-from reconcile.job_options import parse_job_options
 from reconcile.settings import load_settings
 
 DAY = 86_400

@@ -15,10 +15,10 @@ import stripe
 
 from jobs.registry import JOBS
 from jobs.runner import RunOutcome, execute_job
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.sandbox.runner import SandboxServer
 from reconcile.settings import Settings, StateSettings, load_settings
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from sandbox.runner import SandboxServer
 
 TEST_KEY = "sk_test_" + "IncrementalKey1234abcd"
 

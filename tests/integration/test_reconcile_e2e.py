@@ -10,9 +10,9 @@ import pytest
 
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from reconcile.findings import CUSTOMER_KINDS, FINDING_COLUMNS
-from reconcile.groundtruth import score_findings
-from reconcile.sandbox.runner import SandboxServer
+from reconcile.rules.findings import CUSTOMER_KINDS, FINDING_COLUMNS
+from sandbox.groundtruth import score_findings
+from sandbox.runner import SandboxServer
 from tests.seeded import SeededWorld, build_world
 
 

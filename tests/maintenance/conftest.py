@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.maintenance.world import MaintenanceWorld, build
 
 

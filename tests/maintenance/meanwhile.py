@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from reconcile.gateway import StripeGateway
-from reconcile.limiter import RequestLimiter
-from reconcile.sandbox.runner import SandboxServer
 from reconcile.settings import Settings
+from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import RequestLimiter
+from sandbox.runner import SandboxServer
 from tests.maintenance.world import T0, USERS, MaintenanceWorld
 
 NON_TERMINAL_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")

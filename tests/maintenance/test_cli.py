@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from reconcile.customer_ops import search_string
+from jobs.commands.cli import cli
+from reconcile.stripe_api.customer_ops import search_string
 from tests.maintenance.world import LIVE_KEY, TEST_KEY, MaintenanceWorld
 
 

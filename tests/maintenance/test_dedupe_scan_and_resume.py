@@ -8,7 +8,7 @@ import pytest
 
 from jobs.registry import JOBS
 from jobs.runner import execute_job
-from jobs.state import RunStatus, StateStore
+from reconcile.state.store import RunStatus, StateStore
 from tests.maintenance.meanwhile import deleting_gateway
 from tests.maintenance.world import MaintenanceWorld, facts
 

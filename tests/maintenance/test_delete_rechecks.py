@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs.audit import AuditEntry, AuditLog, Outcome
-from reconcile.sandbox.runner import SandboxServer
+from reconcile.state.audit import AuditEntry, AuditLog, Outcome
+from sandbox.runner import SandboxServer
 from tests.maintenance.meanwhile import (
     BANK_METHODS,
     NON_TERMINAL_STATUSES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from jobs.audit import AuditLog
 from reconcile.errors import EXIT_OK
+from reconcile.state.audit import AuditLog
 from tests.maintenance.world import MaintenanceWorld, facts
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from reconcile.errors import EXIT_ACTIONS_FAILED
-from reconcile.sandbox.runner import SandboxServer
 from reconcile.userdb import UserDB
+from sandbox.runner import SandboxServer
 from tests.maintenance.world import MaintenanceWorld, build, facts
 
 
@@ -108,8 +108,8 @@ def test_audit_rows_of_gdpr_delete_hold_ids_only(mworld: MaintenanceWorld) -> No
         outcome.run_dir / "findings.csv"
     ).read_text()
     assert "@example.com" not in text
-    from jobs.audit import AuditLog
-    from jobs.state import StateStore
+    from reconcile.state.audit import AuditLog
+    from reconcile.state.store import StateStore
 
     store = StateStore(mworld.settings.state.url)
     try:

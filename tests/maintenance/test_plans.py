@@ -7,10 +7,10 @@ from datetime import date
 
 import pandas as pd
 
-from reconcile.findings import make_findings
-from reconcile.idempotency import idempotency_key, rekey, retry_key, unmet_params
-from reconcile.metadata_rules import metadata_violations
-from reconcile.plans import (
+from reconcile.rules.findings import make_findings
+from reconcile.rules.idempotency import idempotency_key, rekey, retry_key, unmet_params
+from reconcile.rules.metadata import metadata_violations
+from reconcile.rules.plans import (
     DedupeFacts,
     SyncOptions,
     card_is_expired,

@@ -23,15 +23,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from jobs.audit import AuditEntry, AuditLog
 from jobs.base import LeaseLostError
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from jobs.runner import build_gateway
-from jobs.state import RunStatus, StateStore, utc_now
-from reconcile.checkpoints import RunInterrupted
-from reconcile.gateway import StripeGateway, WriteNotConfirmedError
-from reconcile.sandbox.requestlog import RequestRecord
-from reconcile.sandbox.runner import SandboxServer
+from reconcile.listing.checkpoints import RunInterrupted
+from reconcile.state.audit import AuditEntry, AuditLog
+from reconcile.state.store import RunStatus, StateStore, utc_now
+from reconcile.stripe_api.gateway import StripeGateway, WriteNotConfirmedError
+from sandbox.requestlog import RequestRecord
+from sandbox.runner import SandboxServer
 from tests.maintenance.meanwhile import set_user
 from tests.maintenance.world import TEST_KEY, MaintenanceWorld, build, facts
 

@@ -28,9 +28,9 @@ import sqlalchemy as sa
 from jobs.base import JobResult
 from jobs.registry import JOBS
 from jobs.runner import RunOutcome, execute_job
-from reconcile.sandbox.requestlog import RequestRecord
-from reconcile.sandbox.runner import SandboxServer
 from reconcile.settings import Settings, StateSettings, load_settings
+from sandbox.requestlog import RequestRecord
+from sandbox.runner import SandboxServer
 
 TEST_KEY = "sk_test_" + "MaintenanceKey1234abcd"
 LIVE_KEY = "sk_live_" + "MaintenanceKey1234abcd"

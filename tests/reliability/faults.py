@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from reconcile.sandbox.faults import FaultInjector
-from reconcile.sandbox.requestlog import RequestRecord
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.faults import FaultInjector
+from sandbox.requestlog import RequestRecord
+from sandbox.runner import SandboxServer
 
 __all__ = [
     "PROFILES",

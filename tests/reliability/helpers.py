@@ -11,7 +11,7 @@ from typing import Any
 import click.testing
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from tests.seeded import TEST_KEY, SeededWorld
 
 __all__ = [

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.reliability.helpers import FAST_RETRIES, env_for, invoke, write_config
 from tests.seeded import TEST_KEY, SeededWorld
 

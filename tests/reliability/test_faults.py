@@ -16,10 +16,10 @@ import pytest
 
 from jobs.registry import JOBS
 from jobs.runner import RunOutcome, execute_job
-from jobs.state import StateStore
 from reconcile.errors import EXIT_STRIPE, StripeError
-from reconcile.sandbox.runner import SandboxServer
 from reconcile.settings import Settings
+from reconcile.state.store import StateStore
+from sandbox.runner import SandboxServer
 from tests.reliability.faults import (
     PROFILES,
     FaultProfile,

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.registry import JOBS
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.reliability.helpers import base_sections, write_config
 from tests.seeded import TEST_KEY, SeededWorld
 

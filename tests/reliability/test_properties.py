@@ -14,8 +14,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.compare import CompareConfig, compare_all
-from reconcile.snapshots import customers_frame, normalize_users
+from reconcile.rules.compare import CompareConfig, compare_all
+from reconcile.rules.snapshots import customers_frame, normalize_users
 
 CONFIG = CompareConfig(metadata_keys=("plan",))
 KINDS = (

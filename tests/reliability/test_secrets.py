@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from jobs.registry import JOBS
 from reconcile.errors import EXIT_STRIPE
 from tests.reliability.helpers import base_sections, env_for, error_lines, invoke, write_config
@@ -101,7 +101,7 @@ def test_no_command_prints_or_writes_the_key_and_logs_hold_no_personal_data(
     for path in paths:
         args = [*path, *arguments_for(path, small_world, tmp_path)]
         if path == ("runs", "show"):
-            from jobs.state import StateStore
+            from reconcile.state.store import StateStore
 
             store = StateStore(small_world.settings.state.url)
             args.append(store.list_runs(limit=1)[0].run_id)

@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 from jobs.registry import JOBS
 from jobs.runner import RunOutcome, execute_job
 from reconcile.logs import configure_logging
-from reconcile.sandbox.runner import SandboxServer
-from reconcile.sandbox.store import CustomerRecord
 from reconcile.settings import Settings, StateSettings, load_settings
+from sandbox.runner import SandboxServer
+from sandbox.store import CustomerRecord
 from tests.maintenance.world import USERS
 from tests.reliability.write_checks import (
     CustomerView,

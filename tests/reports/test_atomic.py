@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports.atomic import STALE_STAGING_SECONDS, dir_mode_for, sweep_stale_staging
+from reconcile.atomic import STALE_STAGING_SECONDS, dir_mode_for, sweep_stale_staging
 from reports.writer import write_run_reports
 
 GONE_PID = 2**31 - 2  # above any pid_max, so never a live process

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from reconcile.sandbox.runner import SandboxServer
 from reports.email import strip_personal_data
 from reports.tables import FORMULA_TRIGGERS, csv_safe_cell, write_csv
 from reports.writer import write_run_reports
+from sandbox.runner import SandboxServer
 from tests.maintenance.world import USERS, MaintenanceWorld, build
 
 RUN_ID = "20261121T210501Z-3f9a1c"

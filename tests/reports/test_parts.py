@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reports.parts import page_body, read_part_bodies, read_parts, write_part
+from reconcile.listing.parts import page_body, read_part_bodies, read_parts, write_part
 
 RECORDS = [
     {"id": "cus_2", "object": "customer", "created": 20, "email": "zoë@example.com"},

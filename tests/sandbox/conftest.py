@@ -9,8 +9,8 @@ import pytest
 import requests
 import stripe
 
-from reconcile.sandbox.ratelimit import RateLimits
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.ratelimit import RateLimits
+from sandbox.runner import SandboxConfig, SandboxServer
 
 TEST_KEY = "sk_test_sandboxTESTkey0001"
 LIVE_KEY = "sk_live_sandboxLIVEkey0001"

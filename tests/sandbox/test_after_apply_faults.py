@@ -7,7 +7,7 @@ import pytest
 import requests
 import stripe
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import Raw, make_client
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stripe
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import Raw, customer_record
 
 TEST_IBAN = "DE89370400440532013000"  # Stripe's SEPA test IBAN

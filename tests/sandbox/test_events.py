@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import stripe
 
-from reconcile.sandbox.events import RETENTION_SECONDS, EventFaults, EventLog
-from reconcile.sandbox.ratelimit import RateLimits
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
-from reconcile.sandbox.store import CustomerRecord
+from sandbox.events import RETENTION_SECONDS, EventFaults, EventLog
+from sandbox.ratelimit import RateLimits
+from sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.store import CustomerRecord
 from tests.sandbox.conftest import LIVE_KEY, FakeClock, Raw, customer_record, make_client
 
 START = 1_800_000_000  # 2027-01-15, the sandbox's "now" at the start of each test

@@ -9,8 +9,8 @@ from typing import Any
 import requests
 import stripe
 
-from reconcile.sandbox.ratelimit import RateLimits
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.ratelimit import RateLimits
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.sandbox.conftest import LIVE_KEY, TEST_KEY, FakeClock, Raw, make_client
 
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 import stripe
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import LIVE_KEY, TEST_KEY, Raw, make_client
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import stripe
 
-from reconcile.sandbox.requestlog import RequestLog, RequestRecord
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.requestlog import RequestLog, RequestRecord
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import Raw, customer_record
 
 
@@ -72,7 +72,7 @@ def test_admin_reset_empties_both_modes(
 
 
 def test_admin_seed_uses_the_generator(raw: Raw, sandbox: SandboxServer) -> None:
-    from reconcile.sandbox.seed import MIN_CUSTOMERS, generate_account
+    from sandbox.seed import MIN_CUSTOMERS, generate_account
 
     count = max(300, MIN_CUSTOMERS)
     body = raw(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile.sandbox.apierrors import ApiError
-from reconcile.sandbox.params import parse_form, validate
+from sandbox.apierrors import ApiError
+from sandbox.params import parse_form, validate
 
 
 def test_brackets_nest_and_both_list_forms_decode() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from reconcile.sandbox.ratelimit import RateLimits, SlidingWindowLimiter
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.ratelimit import RateLimits, SlidingWindowLimiter
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import LIVE_KEY, FakeClock, Raw
 
 

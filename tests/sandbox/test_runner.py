@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import requests
 
-from reconcile.sandbox.ratelimit import RateLimits
-from reconcile.sandbox.runner import SandboxConfig, SandboxServer
+from sandbox.ratelimit import RateLimits
+from sandbox.runner import SandboxConfig, SandboxServer
 from tests.sandbox.conftest import TEST_KEY
 
 
@@ -43,7 +43,7 @@ def test_start_reports_a_port_in_use() -> None:
 
 
 def test_seed_customers_at_start() -> None:
-    from reconcile.sandbox.seed import MIN_CUSTOMERS
+    from sandbox.seed import MIN_CUSTOMERS
 
     count = max(200, MIN_CUSTOMERS)
     config = SandboxConfig(seed_customers=count, seed=3, limits=RateLimits(enabled=False))
@@ -63,7 +63,7 @@ def test_seed_customers_at_start() -> None:
 def test_serve_forever_prints_the_url_and_stops_cleanly_on_a_signal(signum: int) -> None:
     program = textwrap.dedent(
         """
-        from reconcile.sandbox.runner import SandboxConfig, serve_forever
+        from sandbox.runner import SandboxConfig, serve_forever
         serve_forever(SandboxConfig(port=0, latency_ms=1))
         """
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from reconcile.sandbox.query import Clause, QueryError, parse_query
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.query import Clause, QueryError, parse_query
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import Raw, customer_record
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.sandbox.conftest import LIVE_KEY, Raw
 
 

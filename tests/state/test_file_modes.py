@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from jobs.state import StateStore
-from reports.parts import write_part
+from reconcile.listing.parts import write_part
+from reconcile.state.store import StateStore
 
 
 def mode_of(path: Path) -> int:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from jobs.state import RunStatus, StateStore
 from reconcile.errors import ConfigError, LockHeldError
+from reconcile.state.store import RunStatus, StateStore
 
 T0 = datetime(2026, 11, 21, 21, 5, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.seeded import SeededWorld, build_world
 
 

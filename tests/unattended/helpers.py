@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reconcile.sandbox.runner import SandboxServer
+from sandbox.runner import SandboxServer
 from tests.seeded import TEST_KEY, SeededWorld
 
 SCRIPT = Path(sys.executable).with_name("stripe-reconcile")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobs.scheduler import next_fire_times, trigger_for
-from reconcile.crontab import cron_matches, parse_crontab
+from reconcile.rules.crontab import cron_matches, parse_crontab
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # a Saturday
 

@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs.cli_support import EXIT_INTERNAL
+from jobs.commands.support import EXIT_INTERNAL
 from jobs.registry import JOBS
-from reconcile.checkpoints import RunInterrupted
-from reconcile.crontab import parse_crontab
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
     EXIT_CONFIG,
@@ -23,6 +21,8 @@ from reconcile.errors import (
     EXIT_STRIPE,
     EXIT_USERDB,
 )
+from reconcile.listing.checkpoints import RunInterrupted
+from reconcile.rules.crontab import parse_crontab
 from reconcile.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from jobs.state import RunStatus, StateStore
-from reconcile.checkpoints import CheckpointStore
+from reconcile.listing.checkpoints import CheckpointStore
+from reconcile.state.store import RunStatus, StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import env_for, list_requests, start, wait_for, write_config
 

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from jobs.check import run_checks
-from jobs.state import StateStore
+from jobs.commands.check import run_checks
 from reconcile.errors import EXIT_CONFIG, EXIT_DELIVERY_FAILED, EXIT_STRIPE
 from reconcile.settings import Settings
+from reconcile.state.store import StateStore
 from reconcile.unattended_settings import MetricsSettings
 from tests.cards.conftest import SmtpHandler, free_port
 from tests.seeded import SeededWorld

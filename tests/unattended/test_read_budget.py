@@ -11,13 +11,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from jobs.read_budget import check_read_budget, estimate_reads, reads_by_job, record_reads
+from jobs.commands.cli import cli
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from jobs.state import StateStore
 from reconcile.errors import ConfigError
 from reconcile.logs import configure_logging
+from reconcile.state.read_budget import (
+    check_read_budget,
+    estimate_reads,
+    reads_by_job,
+    record_reads,
+)
+from reconcile.state.store import StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import env_for, write_config
 

@@ -16,9 +16,9 @@ import pytest
 
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from jobs.state import RunStatus, StateStore
-from reconcile.checkpoints import CheckpointStore
 from reconcile.errors import LockHeldError
+from reconcile.listing.checkpoints import CheckpointStore
+from reconcile.state.store import RunStatus, StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import SCRIPT, env_for, list_requests, start, wait_for, write_config
 

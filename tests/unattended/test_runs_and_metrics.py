@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.cli import cli
-from jobs.history import reap_dead_holder
+from jobs.commands.cli import cli
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
-from jobs.state import RunStatus, StateStore
 from reconcile.errors import DeliveryError
+from reconcile.state.history import reap_dead_holder
+from reconcile.state.store import RunStatus, StateStore
 from reconcile.unattended_settings import MetricsSettings
 from reports.metrics import write_metrics
 from tests.seeded import SeededWorld

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs.audit import AuditLog
-from jobs.history import load_stats
-from jobs.reminder_memory import ReminderMemory
-from jobs.state import RunStatus, StateStore
-from reconcile.checkpoints import CheckpointStore
+from reconcile.listing.checkpoints import CheckpointStore
+from reconcile.state.audit import AuditLog
+from reconcile.state.history import load_stats
+from reconcile.state.reminders_sent import ReminderMemory
+from reconcile.state.store import RunStatus, StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import start, wait_for, write_config
 

@@ -16,10 +16,10 @@ from jobs.reconcile_job import JOB
 from jobs.registry import JOBS
 from jobs.runner import execute_job
 from jobs.scheduler import check_live_confirmation, run_scheduled, scheduled_jobs
-from jobs.state import RunStatus, StateStore
 from reconcile.errors import ConfigError
-from reconcile.sandbox.runner import SandboxServer
+from reconcile.state.store import RunStatus, StateStore
 from reconcile.unattended_settings import ScheduleEntry, ScheduleSettings
+from sandbox.runner import SandboxServer
 from tests.maintenance.world import build
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import (

@@ -15,7 +15,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from jobs.commands.cli import cli
 from reconcile.logs import configure_logging, get_logger
 from reconcile.progress import ProgressEvents, progress
 from tests.seeded import SeededWorld
