@@ -7,7 +7,7 @@ in a work folder first; only then does a window's row here move on to the new cu
 adopts the listing of the run it resumes (`stripe_reconcile_run_listings` maps each
 run to its listing), so a run resumed twice still finds it.
 
-Tables are the project's own, in their own `MetaData`, created on first use.
+The tables are declared with every state table in reconcile.state.tables.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from reconcile.errors import ReconcileError
-from reconcile.state.schema import create_tables
+from reconcile.state.schema import ensure_schema
+from reconcile.state.tables import checkpoints_table, listings_table, metadata
 
 __all__ = [
     "CheckpointStore",
@@ -33,35 +34,6 @@ __all__ = [
     "listings_table",
     "metadata",
 ]
-
-metadata = sa.MetaData()
-
-listings_table = sa.Table(
-    "stripe_reconcile_run_listings",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(64), nullable=False),
-    sa.Column("listing_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_lt", sa.BigInteger(), nullable=False),
-    sa.Column("work_dir", sa.Text(), nullable=False),
-    sa.Column("resumed_from", sa.String(64), nullable=True),
-)
-
-checkpoints_table = sa.Table(
-    "stripe_reconcile_checkpoints",
-    metadata,
-    sa.Column("listing_id", sa.String(64), primary_key=True),
-    sa.Column("window", sa.Integer(), primary_key=True),
-    sa.Column("created_gte", sa.BigInteger(), nullable=True),
-    sa.Column("created_lt", sa.BigInteger(), nullable=False),
-    sa.Column("last_id", sa.String(255), nullable=True),
-    sa.Column("pages", sa.Integer(), nullable=False, default=0),
-    sa.Column("rows", sa.Integer(), nullable=False, default=0),
-    sa.Column("done", sa.Boolean(), nullable=False, default=False),
-    # Epoch seconds: portable across SQLite and PostgreSQL without a time zone type.
-    sa.Column("updated_at", sa.Float(), nullable=False),
-)
-
 
 class RunInterrupted(ReconcileError):
     """A stop was asked for (SIGTERM in `serve`); the listing stopped at a checkpoint."""
@@ -145,7 +117,7 @@ class CheckpointStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        create_tables(metadata, engine)
+        ensure_schema(engine)
 
     # Listings -----------------------------------------------------------------------
 

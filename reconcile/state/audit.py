@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from reconcile.rules.findings import STRING_DTYPE
-from reconcile.state.schema import create_tables
-from reconcile.state.store import TABLE_PREFIX, UTCDateTime, utc_now
+from reconcile.state.schema import ensure_schema
+from reconcile.state.store import utc_now
+from reconcile.state.tables import audit_table, metadata
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -58,26 +59,8 @@ class Outcome:
     FAILED = "failed"
 
 
-audit_metadata = sa.MetaData()
-
-audit_table = sa.Table(
-    f"{TABLE_PREFIX}audit",
-    audit_metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("time", UTCDateTime(), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("job", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("customer_id", sa.String(255), nullable=True),
-    sa.Column("user_id", sa.String(255), nullable=True),
-    sa.Column("before", sa.Text(), nullable=True),
-    sa.Column("after", sa.Text(), nullable=True),
-    sa.Column("idempotency_key", sa.String(255), nullable=True),
-    sa.Column("stripe_request_id", sa.String(255), nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text(), nullable=True),
-    sa.Index(f"{TABLE_PREFIX}audit_run", "run_id"),
-)
+# The state database's one MetaData, under the name this module always gave it.
+audit_metadata = metadata
 
 
 @dataclass(frozen=True)
@@ -144,7 +127,7 @@ class AuditLog:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.engine = engine
         self._clock = clock
-        create_tables(audit_metadata, engine)
+        ensure_schema(engine)
         self.recorded: list[AuditEntry] = []
 
     def record(

@@ -1,8 +1,8 @@
 """Run history: what `stripe-reconcile runs` shows, and the upkeep that keeps it true.
 
 - `record_run_stats`: the request facts a run record has no column for (429s, retries,
-  errors, duration), in a table of our own, written for every run however it ends; and
-  its reads (GET requests), kept for the read budget (`reconcile.state.read_budget`).
+  errors, duration), in `stripe_reconcile_run_stats`, written for every run however it
+  ends; and its reads (GET requests), kept for the read budget (`reconcile.state.read_budget`).
 - `reap_dead_holder`: a run killed with SIGKILL (or a lost node) leaves its record
   `running` and its lease held. When the lease is taken over, the record becomes
   `interrupted`; a holder on this host whose process is gone is taken over at once
@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from reconcile.listing.checkpoints import CheckpointStore
 from reconcile.logs import get_logger
 from reconcile.state.read_budget import record_reads
-from reconcile.state.schema import create_tables
-from reconcile.state.store import RunRecord, RunStatus, StateStore, locks_table
+from reconcile.state.store import RunRecord, RunStatus, StateStore
+from reconcile.state.tables import listings_table, stats_table
+from reconcile.stripe_api.endpoints import reads_of
 from reconcile.stripe_api.http import RequestStats
-from reports.metrics import reads_of
 
 __all__ = [
     "RunStats",
@@ -42,18 +41,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-metadata = sa.MetaData()
-
-stats_table = sa.Table(
-    "stripe_reconcile_run_stats",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("rate_limited", sa.Integer(), nullable=False),
-    sa.Column("retries", sa.Integer(), nullable=False),
-    sa.Column("errors", sa.Integer(), nullable=False),
-    sa.Column("duration_seconds", sa.Float(), nullable=True),
-)
-
 
 @dataclass(frozen=True)
 class RunStats:
@@ -61,10 +48,6 @@ class RunStats:
     retries: int
     errors: int
     duration_seconds: float | None
-
-
-def _tables(state: StateStore) -> None:
-    create_tables(metadata, state.engine)
 
 
 def record_run_stats(
@@ -90,7 +73,6 @@ def record_run_stats(
             customers=customers,
             at=record.finished_at or datetime.now(UTC),
         )
-        _tables(state)
         with state.engine.begin() as conn:
             conn.execute(stats_table.delete().where(stats_table.c.run_id == run_id))
             conn.execute(
@@ -107,7 +89,6 @@ def record_run_stats(
 
 
 def load_stats(state: StateStore, run_ids: Sequence[str]) -> dict[str, RunStats]:
-    _tables(state)
     if not run_ids:
         return {}
     with state.engine.connect() as conn:
@@ -162,12 +143,7 @@ def reap_dead_holder(
     if not (expired or dead_here):
         return None
     if dead_here and not expired:
-        with state.engine.begin() as conn:
-            conn.execute(
-                locks_table.update()
-                .where(locks_table.c.job == job, locks_table.c.owner == holder.owner)
-                .values(expires_at=at)
-            )
+        state.expire_lock(job, holder.owner, at)
     if owner is None:
         return None
     run_id = owner[2]
@@ -270,5 +246,9 @@ def format_run(record: RunRecord, stats: RunStats | None, resumed_from: str | No
 
 
 def resumed_from(state: StateStore, run_id: str) -> str | None:
-    listing = CheckpointStore(state.engine).listing_of(run_id)
-    return None if listing is None else listing.resumed_from
+    """The run whose listing `run_id` continued, if it resumed one."""
+    with state.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(listings_table.c.resumed_from).where(listings_table.c.run_id == run_id)
+        ).scalar()
+    return None if found is None else str(found)

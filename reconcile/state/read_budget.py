@@ -2,7 +2,7 @@
 
 Stripe caps the GET requests of an account over a rolling 30 days (see
 `../shared/stripe-notes.md`). Every run records its reads (and, when it scanned the
-whole account, how many customers it saw) in a table of its own. With
+whole account, how many customers it saw) in `stripe_reconcile_run_reads`. With
 `[stripe] monthly_read_budget` set, a run warns once 80 % of the budget is used and is
 refused, before its first request, when its estimate would exceed what is left:
 ⌈customers / 100⌉ for the listing (one page of 100 per read) plus one read per
@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 from reconcile.errors import ConfigError
 from reconcile.logs import get_logger
-from reconcile.state.schema import create_tables
-from reconcile.state.store import StateStore, UTCDateTime
+from reconcile.state.store import StateStore
+from reconcile.state.tables import reads_table
 
 __all__ = [
     "BUDGET_WINDOW",
@@ -44,21 +44,6 @@ BUDGET_WINDOW = timedelta(days=30)
 WARN_SHARE = 0.8
 PAGE_SIZE = 100  # customers per list page: one read each
 
-metadata = sa.MetaData()
-
-reads_table = sa.Table(
-    "stripe_reconcile_run_reads",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(64), nullable=False, index=True),
-    # Test-mode reads are not the live account's: the budget counts the mode's own.
-    sa.Column("mode", sa.String(8), nullable=False),
-    sa.Column("recorded_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("reads", sa.Integer(), nullable=False),
-    # Customers the run saw in all; None when it did not scan the whole account.
-    sa.Column("customers", sa.Integer(), nullable=True),
-)
-
 
 @dataclass(frozen=True)
 class BudgetUse:
@@ -74,10 +59,6 @@ class BudgetUse:
         return self.used / self.budget if self.budget else 0.0
 
 
-def _tables(state: StateStore) -> None:
-    create_tables(metadata, state.engine)
-
-
 def record_reads(
     state: StateStore,
     run_id: str,
@@ -89,7 +70,6 @@ def record_reads(
     at: datetime,
 ) -> None:
     """Keep one run's reads (replacing what an earlier attempt of the same run kept)."""
-    _tables(state)
     with state.engine.begin() as conn:
         conn.execute(reads_table.delete().where(reads_table.c.run_id == run_id))
         conn.execute(
@@ -106,7 +86,6 @@ def record_reads(
 
 def reads_by_job(state: StateStore, since: datetime, mode: str | None = None) -> dict[str, int]:
     """Reads recorded since `since`, by job (of `mode` only when given)."""
-    _tables(state)
     query = (
         sa.select(reads_table.c.job, sa.func.sum(reads_table.c.reads, type_=sa.Integer()))
         .where(reads_table.c.recorded_at >= since)
@@ -122,7 +101,6 @@ def reads_by_job(state: StateStore, since: datetime, mode: str | None = None) ->
 
 def last_customer_count(state: StateStore, job: str, mode: str) -> int | None:
     """Customers seen by the last run that scanned them all: of `job`, else of any job."""
-    _tables(state)
     base = (
         sa.select(reads_table.c.customers)
         .where(reads_table.c.customers.is_not(None), reads_table.c.mode == mode)

@@ -1,8 +1,7 @@
 """What was reminded: one row per (mode, card, expiry), so no card hears twice about one expiry.
 
-Its own table in the state database (`stripe_reconcile_reminders`, own MetaData, created
-on first use). The expiry is part of the key: a card that Stripe's updater moved to a new
-expiry is a new reminder, months later.
+Its table in the state database is `stripe_reconcile_reminders`. The expiry is part of the
+key: a card that Stripe's updater moved to a new expiry is a new reminder, months later.
 """
 
 from __future__ import annotations
@@ -14,26 +13,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from reconcile.state.schema import create_tables
-from reconcile.state.store import TABLE_PREFIX, UTCDateTime
+from reconcile.state.schema import ensure_schema
+from reconcile.state.tables import reminders_table
 
 __all__ = ["HISTORY_COLUMNS", "ReminderMemory", "SentReminder", "reminders_table"]
-
-metadata = sa.MetaData()
-
-reminders_table = sa.Table(
-    f"{TABLE_PREFIX}reminders",
-    metadata,
-    sa.Column("mode", sa.String(8), primary_key=True),
-    sa.Column("payment_method_id", sa.String(255), primary_key=True),
-    sa.Column("exp_year", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("exp_month", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-    sa.Column("first_sent_at", UTCDateTime(), nullable=False),
-    sa.Column("last_sent_at", UTCDateTime(), nullable=False),
-    sa.Column("times_sent", sa.Integer, nullable=False),
-    sa.Column("last_run_id", sa.String(64), nullable=False),
-)
 
 HISTORY_COLUMNS = ("payment_method_id", "exp_year", "exp_month", "last_sent_at", "times_sent")
 
@@ -52,7 +35,7 @@ class ReminderMemory:
     def __init__(self, engine: Engine, mode: str) -> None:
         self._engine = engine
         self._mode = mode
-        create_tables(metadata, engine)
+        ensure_schema(engine)
 
     def history(self, payment_method_ids: list[str]) -> pd.DataFrame:
         """Past reminders of these cards: `HISTORY_COLUMNS`, one row per card and expiry."""

@@ -1,9 +1,9 @@
 """The project's own state database: run records and lease locks (SQLAlchemy Core, any URL).
 
-The store creates its own tables, all named `stripe_reconcile_*` so that a state URL
-pointing at an application's database can never collide with (or touch) its tables.
-Later state (checkpoints, audit, reminders) is one more `sa.Table` on `metadata` and
-a few methods here.
+Opening the store brings the database's schema to this version's (creating it on a fresh
+database, see reconcile.state.schema); every table is declared in reconcile.state.tables,
+all named `stripe_reconcile_*` so that a state URL pointing at an application's database
+can never collide with (or touch) its tables.
 
 Times are stored as UTC. Every method that depends on the time takes `now`, and
 falls back on the store's clock, so tests pin time without sleeping.
@@ -25,11 +25,19 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Engine
 
 from reconcile.errors import ConfigError, LockHeldError
 from reconcile.logs import get_logger
-from reconcile.state.schema import create_tables
+from reconcile.state.schema import ensure_schema
+from reconcile.state.tables import (
+    TABLE_PREFIX,
+    UTCDateTime,
+    as_utc,
+    locks_table,
+    metadata,
+    runs_table,
+)
 
 __all__ = [
     "TABLE_PREFIX",
@@ -39,6 +47,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "StateStore",
+    "UTCDateTime",
     "lock_held_message",
     "locks_table",
     "metadata",
@@ -49,40 +58,11 @@ __all__ = [
 log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
-TABLE_PREFIX = "stripe_reconcile_"
 _ERROR_MAX_CHARS = 2000
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _as_utc(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be an aware datetime (e.g. datetime.now(UTC)), not naive")
-    return value.astimezone(UTC)
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """An aware datetime in, the same instant in UTC out, on every backend.
-
-    SQLite has no time zones, so UTC is stored naive there; its fixed-width text
-    form then compares in time order, which the lock's expiry test relies on.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        utc = _as_utc(value, "a state time")
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class RunStatus(StrEnum):
@@ -92,34 +72,6 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     # Completed, but some of its actions failed (recorded in the audit log).
     PARTIAL = "partial"
-
-
-metadata = sa.MetaData()
-
-runs_table = sa.Table(
-    f"{TABLE_PREFIX}runs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("started_at", UTCDateTime(), nullable=False),
-    sa.Column("finished_at", UTCDateTime(), nullable=True),
-    sa.Column("mode", sa.String(8), nullable=True),
-    sa.Column("counts_json", sa.Text(), nullable=True),
-    sa.Column("requests_json", sa.Text(), nullable=True),
-    sa.Column("error", sa.Text(), nullable=True),
-    sa.Column("report_dir", sa.Text(), nullable=True),
-    sa.Index(f"{TABLE_PREFIX}runs_job_started", "job", "started_at"),
-)
-
-locks_table = sa.Table(
-    f"{TABLE_PREFIX}locks",
-    metadata,
-    sa.Column("job", sa.String(64), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
-    sa.Column("acquired_at", UTCDateTime(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -251,10 +203,10 @@ def _make_owner_only(path: Path) -> None:
 
 
 class StateStore:
-    """Runs and lease locks in the state database at `url` (tables created on open).
+    """Runs and lease locks in the state database at `url` (its schema upgraded on open).
 
-    Raises ConfigError naming `[state] url` when the URL is invalid or the database
-    cannot be reached or written.
+    Raises ConfigError naming `[state] url` when the URL is invalid, the database cannot
+    be reached or written, or its schema is newer than this code's.
     """
 
     def __init__(self, url: str, *, clock: Clock = utc_now, atomic_upsert: bool = True) -> None:
@@ -278,7 +230,10 @@ class StateStore:
             else None
         )
         try:
-            self._create_tables()
+            ensure_schema(self.engine)
+        except ConfigError:
+            self.engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as exc:
             self.engine.dispose()
             cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -287,19 +242,14 @@ class StateStore:
                 "check the URL, that the server is up and that this user may create tables"
             ) from exc
 
-    def _create_tables(self) -> None:
-        # Safe when runs started together open a fresh database at once
-        # (see reconcile.state.schema).
-        create_tables(metadata, self.engine)
-
     def close(self) -> None:
         self.engine.dispose()
 
     def now(self) -> datetime:
-        return _as_utc(self._clock(), "the state store's clock")
+        return as_utc(self._clock(), "the state store's clock")
 
     def _when(self, now: datetime | None) -> datetime:
-        return self.now() if now is None else _as_utc(now, "now")
+        return self.now() if now is None else as_utc(now, "now")
 
     # Runs ---------------------------------------------------------------------------
 
@@ -456,6 +406,17 @@ class StateStore:
             )
             return result.rowcount == 1
 
+    def expire_lock(self, job: str, owner: str, at: datetime) -> bool:
+        """End `owner`'s lease on `job` at `at` (its holder is known dead), so the next
+        taker gets it at once; False if `owner` no longer holds it."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                locks_table.update()
+                .where(locks_table.c.job == job, locks_table.c.owner == owner)
+                .values(expires_at=as_utc(at, "at"))
+            )
+            return result.rowcount == 1
+
     def release_lock(self, job: str, owner: str) -> bool:
         """Give the lease back; False if it was not ours (taken over, or never held)."""
         with self.engine.begin() as conn:
@@ -463,6 +424,18 @@ class StateStore:
                 locks_table.delete().where(locks_table.c.job == job, locks_table.c.owner == owner)
             )
             return result.rowcount == 1
+
+    def check_writable(self) -> None:
+        """Write a lock row in a transaction that is rolled back: SQLAlchemy's error if the
+        database refuses writes (read-only file, a user without INSERT)."""
+        at = self.now()
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(
+                locks_table.insert().values(
+                    job="stripe-reconcile check", owner="check", acquired_at=at, expires_at=at
+                )
+            )
+            transaction.rollback()
 
     def lock_holder(self, job: str) -> LockRecord | None:
         with self.engine.connect() as conn:
