@@ -1,13 +1,14 @@
 """Scale benchmark: is the rate limiter, not Stripe's latency, what bounds a run?
 
 Usage: .venv/bin/python bench/scale_bench.py [--customers N] [--card-customers M]
-                                             [--fast] [--both] [--latency-ms 300 --jitter-ms 100]
+                                             [--limit-share 0.8] [--latency-ms 300 --jitter-ms 100]
 
 It starts the sandbox in its OWN process (so the client and the server do not share one
-interpreter's lock), seeded with N customers and the matching users database, answering
-after 300 +/- 100 ms and enforcing Stripe's rate limits (`--fast`: every limit ten times
-higher, on the server and in the client's limiter, to expose the tool's own overhead).
-It then runs, in this process, with the project's own runner:
+interpreter's lock), seeded with N customers (default 100,000; `--customers 20000` for
+the small case) and the matching users database, answering after 300 +/- 100 ms and
+enforcing Stripe's test-mode rate limits; the client's limiter takes `--limit-share` of
+each of them (default: the configuration's default share). It then runs, with the
+project's own runner:
   reconcile (N customers), card-expiry (N customers, default cards) and
   card-expiry --all-cards (a second sandbox with M customers: one request per customer,
   so M stays small; at 25/s 100k customers would take 70 minutes).
@@ -17,7 +18,9 @@ sustained rate; the largest), wall divided by floor, then the listing alone (its
 its wall, its wall divided by the floor of its pages, and by the floor at the nominal
 limit, `/limit`, which no client could beat: the limiter keeps a few percent under it),
 the 429s received and the run's peak RSS. The fewest pages a listing can take is
-customers / 100, rounded up.
+customers / 100, rounded up: `pages/min` is the listing's pages against it. Last, the
+time from `stripe-reconcile run reconcile` starting (the process, as cron starts it) to
+its first request reaching the sandbox.
 `--profile DIR` samples every thread of each run with py-spy (pip install py-spy).
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -49,18 +53,19 @@ from reconcile.mode import Mode  # noqa: E402
 from reconcile.settings import Settings, StateSettings, load_settings  # noqa: E402
 from reconcile.stripe_api.gateway import StripeGateway  # noqa: E402
 from reconcile.stripe_api.limiter import (  # noqa: E402
+    DEFAULT_LIMIT_SHARE,
     MODE_LIMITS,
     PER_ENDPOINT_LIMIT,
     SEARCH_LIMIT,
     RequestLimiter,
     bucket_shape,
+    check_limit_share,
     is_search_endpoint,
 )
 from sandbox.seed import GROUND_TRUTH_CONFIG  # noqa: E402
 
 PROFILE_DIR: Path | None = None
 KEY = "sk_test_" + "ScaleBenchKey0123456789"
-FAST_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,24 +97,20 @@ class Limits:
         return max(candidates)
 
 
-def limits_for(fast: bool) -> Limits:
-    factor = FAST_FACTOR if fast else 1.0
-    return Limits(
-        MODE_LIMITS[Mode.TEST] * factor, PER_ENDPOINT_LIMIT * factor, SEARCH_LIMIT * factor
-    )
+def limits_for(share: float) -> Limits:
+    """This tool's part of Stripe's test-mode limits (the sandbox enforces the whole)."""
+    return Limits(MODE_LIMITS[Mode.TEST] * share, PER_ENDPOINT_LIMIT * share, SEARCH_LIMIT * share)
 
 
 def start_sandbox(
-    customers: int, users_db: Path, *, fast: bool, latency_ms: float, jitter_ms: float
+    customers: int, users_db: Path, *, latency_ms: float, jitter_ms: float
 ) -> tuple[subprocess.Popen[str], str]:
-    # The `stripe-reconcile sandbox` command, plus the x10 limits it has no flag for.
+    # The `stripe-reconcile sandbox` command, with a users database and a longer log.
     program = textwrap.dedent(
         f"""
-        from sandbox.ratelimit import RateLimits
         from sandbox.runner import SandboxConfig, serve_forever
         serve_forever(SandboxConfig(
             port=0, latency_ms={latency_ms}, jitter_ms={jitter_ms},
-            limits=RateLimits().scaled({FAST_FACTOR if fast else 1.0}),
             seed_customers={customers}, seed=1, users_db={str(users_db)!r},
             max_log_entries=10_000))
         """
@@ -214,7 +215,7 @@ def run_in_child(
     url: str,
     users_db: Path,
     work: Path,
-    fast: bool,
+    share: float,
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """One run in a fresh process, so its peak RSS is its own."""
@@ -224,13 +225,13 @@ def run_in_child(
         "url": url,
         "users_db": str(users_db),
         "work": str(work),
-        "fast": fast,
+        "share": share,
         "options": options,
     }
     command = [sys.executable, __file__, "--child", json.dumps(spec)]
     if PROFILE_DIR is not None:
         # Every thread of the run, sampled by py-spy (pyinstrument sees one thread only).
-        label = f"{name.replace(' ', '')}-{'x10' if fast else 'x1'}"
+        label = name.replace(" ", "")
         command = [
             *("py-spy", "record", "--format", "raw", "--rate", "250", "--nonblocking"),
             *("--output", str(PROFILE_DIR / f"{label}.folded"), "--"),
@@ -254,20 +255,59 @@ def child(spec: dict[str, Any]) -> None:
     # The job's logs go to stderr; stdout carries the result alone.
     with contextlib.redirect_stdout(sys.stderr):
         result = run_one(
-            spec["name"], jobs[spec["job"]], settings, limits_for(spec["fast"]), spec["options"]
+            spec["name"], jobs[spec["job"]], settings, limits_for(spec["share"]), spec["options"]
         )
     print(json.dumps(result))
 
 
+def first_request_seconds(url: str, users_db: Path, work: Path) -> float:
+    """Seconds from `stripe-reconcile run reconcile` starting to its first request at the
+    sandbox; the run is stopped there."""
+    config = work / "first-request.toml"
+    config.write_text(
+        f'[stripe]\napi_base = "{url}"\n'
+        f'[userdb]\nurl = "sqlite:///{users_db}"\n'
+        f'[state]\nurl = "sqlite:///{work / "first-request.db"}"\n'
+        f'[reports]\nout = "{work / "first-request-out"}"\n'
+    )
+    program = str(Path(sys.executable).parent / "stripe-reconcile")
+    environment = {"STRIPE_SECRET_KEY": KEY, "PATH": "/usr/bin:/bin"}
+    _sandbox_at(url, "DELETE", "requests")
+    started = time.time()
+    process = subprocess.Popen(
+        [program, "run", "reconcile", "--config", str(config)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while process.poll() is None and time.time() - started < 60:
+            entries = _sandbox_at(url, "GET", "requests?limit=5")["data"]
+            if entries:
+                return float(min(e["time"] for e in entries)) - started
+            time.sleep(0.02)
+        raise RuntimeError("run reconcile sent no request within 60 s")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _sandbox_at(url: str, method: str, route: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{url}/_sandbox/{route}", method=method)
+    request.add_header("Authorization", f"Bearer {KEY}")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.loads(response.read()))
+
+
 def variant(
-    fast: bool,
+    share: float,
     customers: int,
     card_customers: int,
     latency_ms: float,
     jitter_ms: float,
     only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    label = "x10 limits" if fast else "Stripe limits"
+    label = f"Stripe x{share:g}"
     results = []
     plan: list[tuple[int, list[tuple[str, Job, dict[str, Any]]]]] = [
         (
@@ -288,9 +328,7 @@ def variant(
             work = Path(tmp)
             users_db = work / "users.db"
             seeding = time.perf_counter()
-            process, url = start_sandbox(
-                size, users_db, fast=fast, latency_ms=latency_ms, jitter_ms=jitter_ms
-            )
+            process, url = start_sandbox(size, users_db, latency_ms=latency_ms, jitter_ms=jitter_ms)
             print(
                 f"  [{label}] sandbox with {size:,} customers up in "
                 f"{time.perf_counter() - seeding:.1f}s",
@@ -299,7 +337,7 @@ def variant(
             )
             try:
                 for name, job, options in runs:
-                    result = run_in_child(name, job, url, users_db, work, fast, options)
+                    result = run_in_child(name, job, url, users_db, work, share, options)
                     result["limits"] = label
                     results.append(result)
                     print(f"  {_row(result)}", file=sys.stderr, flush=True)
@@ -307,6 +345,13 @@ def variant(
                     print(f"    phases: {phases}", file=sys.stderr, flush=True)
                     if result["refused"]:
                         print(f"    429s at: {result['refused']}", file=sys.stderr, flush=True)
+                if any(name == "reconcile" for name, _job, _options in runs):
+                    seconds = first_request_seconds(url, users_db, work)
+                    print(
+                        f"  run reconcile: first request {seconds:.2f}s after the process started",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             finally:
                 process.terminate()
                 process.wait(timeout=60)
@@ -315,15 +360,17 @@ def variant(
 
 _HEADER = (
     f"{'limits':14}{'run':26}{'customers':>10}{'requests':>10}{'wall s':>9}{'floor s':>9}"
-    f"{'wall/floor':>11}{'pages':>7}{'listing s':>10}{'listing/floor':>14}{'/limit':>7}{'429s':>6}"
-    f"{'peak RSS MB':>13}  bucket"
+    f"{'wall/floor':>11}{'pages':>7}{'pages/min':>10}{'listing s':>10}{'listing/floor':>14}"
+    f"{'/limit':>7}{'429s':>6}{'peak RSS MB':>13}  bucket"
 )
 
 
 def _row(r: dict[str, Any]) -> str:
+    fewest = max(1, math.ceil(r["customers"] / 100))
     return (
         f"{r.get('limits', ''):14}{r['run']:26}{r['customers']:>10,}{r['requests']:>10,}"
         f"{r['wall_s']:>9.1f}{r['floor_s']:>9.1f}{r['ratio']:>11.3f}{r['listing_requests']:>7,}"
+        f"{r['listing_requests'] / fewest:>10.3f}"
         f"{r['listing_s']:>10.1f}{r['listing_ratio']:>14.3f}{r['listing_nominal_ratio']:>7.3f}"
         f"{r['429s']:>6}"
         f"{r['peak_rss_mb']:>13,.0f}  {r['bucket']}"
@@ -336,9 +383,12 @@ def main() -> None:
     parser.add_argument("--card-customers", type=int, default=5_000)
     parser.add_argument("--latency-ms", type=float, default=300.0, help="mean answer time")
     parser.add_argument("--jitter-ms", type=float, default=100.0, help="+/- around the mean")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--fast", action="store_true", help="every limit x10 (tool overhead)")
-    group.add_argument("--both", action="store_true", help="Stripe's limits, then x10")
+    parser.add_argument(
+        "--limit-share",
+        type=float,
+        default=DEFAULT_LIMIT_SHARE,
+        help="this tool's part of each of Stripe's limits (the configuration's default)",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -362,14 +412,17 @@ def main() -> None:
         return
     if args.jitter_ms > args.latency_ms:
         parser.error("--jitter-ms must not exceed --latency-ms")
+    check_limit_share(args.limit_share)
     # The sandbox adds latency_ms plus a uniform 0..jitter_ms: centre it on the mean.
     low, spread = args.latency_ms - args.jitter_ms, 2 * args.jitter_ms
-    variants = [False, True] if args.both else [args.fast]
-    results = []
-    for fast in variants:
-        results += variant(
-            fast, args.customers, args.card_customers, low, spread, set(args.only or ())
-        )
+    results = variant(
+        args.limit_share,
+        args.customers,
+        args.card_customers,
+        low,
+        spread,
+        set(args.only or ()),
+    )
     print(_HEADER)
     for result in results:
         print(_row(result))

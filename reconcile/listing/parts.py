@@ -1,16 +1,12 @@
 """A run's work folder: the customer listing's pages as stored, for resuming.
 
-`<out>/<job>/.work-<listing id>/w<window>-p<page>.json`, one file per page holding the
-page as Stripe sent it (a JSON list object whose `data` holds the customers), each
-written under a temporary name, fsynced and renamed, so a part that exists is whole.
-Storing the body as it came costs a write, not a serialisation per customer. The folder
+`<out>/<job>/.work-<listing id>/w<window>-p<page>.json`, one file per page-worth of
+customers (a JSON list object whose `data` holds them, as Stripe sends a page), each
+written under a temporary name, fsynced and renamed, so a part that exists is whole. The folder
 is hidden and apart from the report folder, which still appears whole at the end; it
 holds every customer's personal data and only this tool reads it, so it is owner-only
 (folder 0700, parts 0600) whatever `[reports] file_mode` lets others read of the
 reports, and removed once the report is in place.
-
-Work folders of earlier versions hold `w<window>-p<page>.parquet` parts (one JSON text
-per customer); they are still read, so a run interrupted before an upgrade resumes.
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from reconcile.atomic import fsync_dir
 
@@ -50,13 +44,11 @@ def _part_name(window: int, page: int) -> str:
     return f"w{window:03d}-p{page:06d}.json"
 
 
-def _legacy_part_name(window: int, page: int) -> str:
-    return f"w{window:03d}-p{page:06d}.parquet"
-
-
 def page_body(records: Sequence[Mapping[str, Any]]) -> bytes:
-    """A page's JSON for records that did not come as one page (filtered, or built here)."""
-    return json.dumps({"object": "list", "data": list(records)}, separators=(",", ":")).encode()
+    """A page-worth of customers as a list object's JSON, as Stripe sends a page."""
+    # default=str: a value the SDK holds as a Decimal is a string in Stripe's JSON.
+    body = {"object": "list", "data": list(records)}
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
 def write_part(
@@ -99,15 +91,7 @@ def write_part(
 
 
 def _read_body(work_dir: Path, window: int, page: int) -> bytes:
-    path = work_dir / _part_name(window, page)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        legacy = work_dir / _legacy_part_name(window, page)
-        if not legacy.exists():
-            raise
-    texts = pq.read_table(legacy, columns=["record"]).column("record").to_pylist()
-    return b'{"object":"list","data":[' + ",".join(texts).encode() + b"]}"
+    return (work_dir / _part_name(window, page)).read_bytes()
 
 
 def read_part_bodies(work_dir: Path, pages: Iterable[tuple[int, int]]) -> Iterator[bytes]:

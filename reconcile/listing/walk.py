@@ -1,22 +1,32 @@
 """The customer listing of a run: a work queue of `created` windows, paged concurrently.
 
-The range below the run's fixed bound starts as a few date windows (1, 2, 4, ... days
-back, the oldest open below). Workers take windows from a queue; whenever workers idle
-while the limiter is starved of requests, a worker whose page came back full cuts the
-rest of its window by `created` into pieces for them, so dense stretches (a burst, years
-of steady sign-ups) are paged by as many cursors as the limiter can keep busy, and the
-limiter, not the latency of one cursor, sets the pace. A rest longer than a few pages
-(`max_piece_pages`) is cut anyway, close below the cursor, so the listing does not end
-waiting on one long walk and a guess about how far back an account goes costs one page.
-A window whose rest spans a single second cannot be cut: its customers share `created`
-and are paged by its cursor alone.
+Each window is walked the SDK's way, `client.v1.customers.list(params).auto_paging_iter()`
+(through `StripeGateway.customers_list`, the limiter and retries in its HTTP client), a
+page-worth of customers at a time. Every page-worth is stored in the run's work folder
+(reconcile.listing.parts) and only then is its window's cursor (the last id stored) moved
+on in the state database (reconcile.listing.checkpoints), the way tap-stripe moves a
+bookmark only after the data is stored: `starting_after` that id continues exactly. One
+thread commits those moves (and the cuts) in batches, in order. A run killed at any point
+resumes from the last committed page-worth of each window: at most the pages of the last
+batch are fetched again.
 
-Every page is stored as Stripe sent it in the run's work folder (reconcile.listing.parts) and
-only then is its window's cursor moved on in the state database (reconcile.listing.checkpoints),
-the way tap-stripe moves a bookmark only after the data is stored; one thread commits
-those moves (and the cuts) in batches, in order. A run killed at any point resumes from
-the last committed page of each window: at most the pages of the last batch are
-fetched again.
+Every window ends on a short page (half a request wasted, on average) and an empty
+window costs a request for nothing, so windows are few: a listing starts as one window
+(or the configured date windows) and gains one only by work stealing. When no window
+waits for a worker, the limiter is starved of requests and fewer windows run than the
+rate needs at the page time observed (`cursors_needed`, the limiter's waits left out),
+the window with the longest estimated rest (`rest_pages`, at the density its own pages
+showed; at least `MIN_SPLIT_PAGES`) gives the older half of it to a new window
+(`split_point`); while fewer than half the cursors needed run, any long window does, so
+the listing reaches its pace in a few page times. So a small account walks a few
+windows, a large one about as many as the rate keeps busy, and the end of a listing
+does not wait on one long walk. The
+lowest window (no customer known below it) has no known end while the account's age is
+unknown: it is cut at the geometric mean of the span the listing has covered and the
+span back to 2010, which keeps a young account's cuts near its customers; once the
+lowest window is listed to its end, the account's oldest customer bounds every
+estimate. A window whose rest spans a single second cannot be cut: its customers share
+`created` and are paged by its cursor alone.
 
 Where the server rejects the `created` filter, the windows are paged one after another,
 newest first, each starting after the last customer of the one before: one cursor over
@@ -28,15 +38,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import gc
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from reconcile.atomic import fsync_dir
 from reconcile.listing.checkpoints import (
@@ -49,9 +57,13 @@ from reconcile.listing.checkpoints import (
 from reconcile.listing.parts import page_body, read_part_bodies, read_parts, write_part
 from reconcile.logs import get_logger
 from reconcile.progress import Advance
-from reconcile.rules.snapshots import customers_frame_from_pages
 from reconcile.stripe_api.gateway import StripeGateway
+from reconcile.stripe_api.limiter import bucket_shape
+from reconcile.stripe_api.pager import PAGE_SIZE as PAGER_PAGE_SIZE
 from reconcile.stripe_api.pager import WindowPage, iter_window_pages
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DAY",
@@ -59,11 +71,13 @@ __all__ = [
     "PAGE_SIZE",
     "STRIPE_FLOOR",
     "OnPage",
+    "cursors_needed",
     "list_windows",
     "listing_frame",
     "merge_records",
     "page_windows",
-    "split_points",
+    "rest_pages",
+    "split_point",
     "window_bounds",
     "workers_for",
 ]
@@ -74,24 +88,25 @@ DAY = 86_400
 # No Stripe customer was created before 2010 (Stripe's launch); the oldest window is
 # open below anyway, so this only shapes the split.
 STRIPE_FLOOR = 1_262_304_000
-PAGE_SIZE = 100
+PAGE_SIZE = PAGER_PAGE_SIZE
 # A list page takes about 0.3 s at Stripe, 0.4 s with jitter, plus storing it here: twice
 # that keeps the limiter fed when pages come back slow; extra workers only wait on it.
 _PAGE_SECONDS = 0.6
-# A worker spends its time waiting on the network (its page costs ~3 ms of CPU against
-# ~400 ms of latency), so threads are cheap here; past this many, they only add
-# contention for the interpreter (150 keep ten times Stripe's test limit busy).
+# A worker spends its time waiting on the network, so threads are cheap here; past this
+# many, they only add contention for the interpreter.
 MAX_WORKERS = 160
 
 LIST_ENDPOINT = "GET /v1/customers"
-# Requests waiting on the limiter below which it is starved of cursors, so idle workers
-# get pieces of running windows; above it, more cursors would only wait too.
+# Requests waiting on the limiter above which it is not starved of cursors: more windows
+# would only wait too (and each costs a short last page).
 QUEUE_SLACK = 2
-# A window cut off costs a short last page; two pages or more make that worth it.
-MIN_PIECE_PAGES = 2.0
-# Bounds of the longest rest a cursor keeps (see `max_piece_pages`).
-MAX_PIECE_PAGES = 32.0
-MIN_MAX_PIECE_PAGES = 4.0
+# A rest shorter than this (in pages) is not cut: its walk ends soon anyway, and the cut
+# would cost a short page for little time.
+MIN_SPLIT_PAGES = 8.0
+# A window whose rest is under this fraction of the longest one's leaves the cut to it.
+LONGEST_FRACTION = 0.75
+# The page time assumed until pages have been timed.
+_FIRST_PAGE_SECONDS = 0.35
 
 OnPage = Callable[[list[dict[str, Any]]], None]
 """Called with each page as it is stored (from the worker's thread), e.g. to start
@@ -125,59 +140,64 @@ def workers_for(requests_per_second: float) -> int:
     return max(1, min(MAX_WORKERS, math.ceil(requests_per_second * _PAGE_SECONDS)))
 
 
-def max_piece_pages(requests_per_second: float) -> float:
-    """The longest rest, in pages, a cursor keeps before it is cut.
-
-    The listing should not end waiting on a few long walks, and a walk is long next to
-    the run: at 25 pages a second (Stripe's test limit) a listing of 100k customers takes
-    40 s and a 32-page walk (13 s at 0.4 s a page) is cut up anyway as workers go idle
-    near the end; at 250 a second it takes 4 s, and only 4 pages (1.6 s) keep the end
-    short. Shorter walks cost more windows, each a short last page: measured at 100k
-    and 250/s, 4 pages gave 1,071 requests (7 % over the minimum), 8 gave 1,143.
-    """
-    return min(MAX_PIECE_PAGES, max(MIN_MAX_PIECE_PAGES, 1000.0 / requests_per_second))
+def cursors_needed(requests_per_second: float, page_seconds: float) -> int:
+    """Windows to walk at once so the limiter, not the latency of a cursor, sets the pace:
+    each cursor asks for its next page only once its last one is stored."""
+    return max(1, math.ceil(requests_per_second * page_seconds))
 
 
-def split_points(
+def split_point(
     created_gte: int | None,
-    created_lt: int,
     oldest_seen: int,
-    rows_seen: int,
-    pieces: int,
+    *,
+    listing_lt: int,
+    bottom: int | None = None,
+    lowest: bool | None = None,
     floor: int = STRIPE_FLOOR,
-    max_pages: float = MAX_PIECE_PAGES,
-) -> list[int]:
-    """Where to cut the rest of a window whose last full page ended at `oldest_seen`,
-    newest cut first: into `pieces` spans (the window keeps the newest), each holding
-    at most `max_pages` at the density seen so far, the oldest taking what is left.
+) -> int | None:
+    """Where to cut the rest `[gte, oldest_seen]` of a window whose cursor is at a customer
+    created at `oldest_seen`: the newer part `[cut, oldest_seen]` stays with the window, the
+    older `[gte, cut)` becomes a new one. None when the rest spans under two seconds.
 
-    The window has listed `rows_seen` customers in `[oldest_seen, created_lt)`; what is
-    left lies in `[gte, oldest_seen]`. A rest estimated above `max_pages` is cut even
-    for one piece, so no cursor is left with a long walk at the end of the listing. A
-    piece should hold two pages or more (each costs a short last page), and nothing is
-    cut when the rest spans under two seconds: customers sharing one `created` second
-    cannot be cut apart. Every cut is in `(gte, oldest_seen]`, so the window's cursor
-    (its last customer) stays inside the span the window keeps. The rest of a window
-    open below is guessed down to `floor`, far too long for a young account: pieces of
-    `max_pages` near the cursor leave that guess to the last piece, so it costs one
-    empty page, not a hundred.
+    Once the account's oldest customer (`bottom`) is known, or for a window with customers
+    known below it, the rest is cut in its middle: at the density the window's pages
+    showed, that halves its customers. The `lowest` window (no customer known below it;
+    by default: the one open below) has no known end while the account's age is unknown:
+    it is cut at the geometric mean of the span the listing has covered
+    (`listing_lt - oldest_seen`) and the span back to its lower bound (2010 at most), a
+    guess that keeps the cut near the cursor for a young account and halves the rest,
+    on a log scale, for an old one.
     """
     low = floor if created_gte is None else created_gte
+    if bottom is not None:
+        low = max(low, bottom)
     low = min(low, oldest_seen)
-    span = oldest_seen - low
-    if span < 2:
-        return []
-    density = rows_seen / max(1, created_lt - oldest_seen)
-    pages_left = density * span / PAGE_SIZE
-    if pages_left > max_pages:
-        pieces = max(pieces, 2)
-    pieces = min(pieces, math.floor(pages_left / MIN_PIECE_PAGES), span)
-    if pieces < 2:
-        return []
-    piece_pages = min(max_pages, pages_left / pieces)
-    step = max(1, min(span // pieces, round(piece_pages * PAGE_SIZE / density)))
-    cuts = [oldest_seen - step * j for j in range(1, pieces)]
-    return [c for c in cuts if low < c <= oldest_seen]
+    if oldest_seen - low < 2:
+        return None
+    if lowest is None:
+        lowest = created_gte is None
+    if lowest and bottom is None:
+        seen = max(1, listing_lt - oldest_seen)
+        reach = max(seen, listing_lt - low)
+        cut = listing_lt - round(math.sqrt(seen * reach))
+    else:
+        cut = (low + oldest_seen + 1) // 2
+    return min(max(cut, low + 1), oldest_seen)
+
+
+def rest_pages(
+    checkpoint: WindowCheckpoint,
+    oldest_seen: int,
+    *,
+    bottom: int | None = None,
+    floor: int = STRIPE_FLOOR,
+) -> float:
+    """The pages left in a window, at the density its own pages showed."""
+    low = floor if checkpoint.created_gte is None else checkpoint.created_gte
+    if bottom is not None:
+        low = max(low, bottom)
+    density = checkpoint.rows / max(1, checkpoint.created_lt - oldest_seen)
+    return density * max(0, oldest_seen - low) / PAGE_SIZE
 
 
 def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -196,12 +216,64 @@ class _Queue:
         self.waiting = sorted((c for c in checkpoints if not c.done), key=_newest_first)
         self.running: set[int] = set()
         self.next_window = max(self.latest, default=-1) + 1
+        self.listing_lt = max((c.created_lt for c in checkpoints), default=0)
+        # Pages left in each running window, as its last page-worth estimated them.
+        self.rests: dict[int, float] = {}
+        # The account's oldest customer, once the lowest window is listed to its end: no
+        # customer lies below it.
+        self.bottom: int | None = None
+        # The oldest customer any window has listed so far.
+        self.oldest_seen: int | None = None
+        # Seconds a cursor takes per page-worth (request, answer, storing it), smoothed.
+        self.page_seconds = _FIRST_PAGE_SECONDS
 
-    def idle_workers(self) -> int:
-        """Workers with no window to take: at least 1 while none waits."""
+    def may_split(self, window: int, rest: float, cursors: int, oldest_seen: int) -> bool:
+        """Whether `window`, whose rest is `rest` pages, should give half of it to a new
+        window: no window waits for a worker, fewer run than `cursors`, and none has a
+        much longer rest (that one is cut instead, at its next page)."""
         with self.cond:
-            free = self.workers - len(self.running) - len(self.waiting)
-            return max(free, 0 if self.waiting else 1)
+            self.rests[window] = rest
+            if self.oldest_seen is None or oldest_seen < self.oldest_seen:
+                self.oldest_seen = oldest_seen
+            running = len(self.running)
+            if self.waiting or running >= min(cursors, self.workers):
+                return False
+            if rest < MIN_SPLIT_PAGES:
+                return False
+            # While fewer than half the cursors run, every long window splits: the listing
+            # reaches its pace in a few page times, not one window more per page time.
+            if 2 * running <= cursors:
+                return True
+            longest = max((r for w, r in self.rests.items() if w != window), default=0.0)
+            return rest >= LONGEST_FRACTION * longest
+
+    def finished(self, window: int) -> None:
+        with self.cond:
+            self.rests.pop(window, None)
+
+    def timed(self, seconds: float) -> None:
+        with self.cond:
+            self.page_seconds += 0.1 * (seconds - self.page_seconds)
+
+    def holds_oldest(self, checkpoint: WindowCheckpoint) -> bool:
+        """Whether no customer is known below this window: its rest may reach the
+        account's end, wherever that is."""
+        with self.cond:
+            gte, oldest = checkpoint.created_gte, self.oldest_seen
+            return gte is None or oldest is None or oldest >= gte
+
+    def window_done(self, checkpoint: WindowCheckpoint, oldest: int | None) -> None:
+        """Learn from a window listed to its end whether the account ends in it: it does
+        when every window below it is listed too (and none held a customer)."""
+        with self.cond:
+            gte = checkpoint.created_gte
+            if oldest is None or (self.bottom is not None and self.bottom <= oldest):
+                return
+            if gte is not None:
+                below = [c for c in self.latest.values() if c.created_lt <= gte]
+                if not all(c.done and c.rows == 0 for c in below):
+                    return
+            self.bottom = oldest
 
     def add(self, checkpoint: WindowCheckpoint) -> None:
         with self.cond:
@@ -331,7 +403,6 @@ class _Pager:
         # Set when any worker fails, so the others stop at their next page.
         self.abort = threading.Event()
         self.splits = 0
-        self.lock = threading.Lock()
         self.split_lock = threading.Lock()
 
     def stopping(self) -> bool:
@@ -342,12 +413,11 @@ class _Pager:
     ) -> WindowCheckpoint:
         records = page.records
         if records:
-            body = page.body if page.body is not None else page_body(records)
             write_part(
                 self.work_dir,
                 checkpoint.window,
                 checkpoint.pages,
-                body,
+                page_body(records),
                 file_mode=self.file_mode,
                 sync_dir=False,
             )
@@ -369,60 +439,48 @@ class _Pager:
         return moved
 
     def _maybe_split(self, checkpoint: WindowCheckpoint, oldest_seen: int) -> WindowCheckpoint:
-        """Cut the rest of this window into as many pieces as workers would otherwise idle
-        (one more when none waits, so a worker that finishes finds work)."""
+        """Give the older half of this window's rest to a new window, when the limiter is
+        starved of cursors and this rest is the longest (see the module)."""
         if self.gateway.created_filter_supported is not True:
             return checkpoint
-        # One split at a time, so two workers do not both cut for the same idle workers.
-        with self.split_lock:
-            return self._split(checkpoint, oldest_seen)
-
-    def _split(self, checkpoint: WindowCheckpoint, oldest_seen: int) -> WindowCheckpoint:
-        idle = self.queue.idle_workers()
-        if idle == 0:
-            return checkpoint
-        # While pages wait on the limiter, more cursors would only wait too (and each costs
-        # a short last page): then only a long rest is cut, for the end of the listing.
+        queue = self.queue
+        rest = rest_pages(checkpoint, oldest_seen, bottom=queue.bottom)
         limiter = self.gateway.limiter
-        starved = limiter.waiting(LIST_ENDPOINT) <= QUEUE_SLACK
-        cuts = split_points(
-            checkpoint.created_gte,
-            checkpoint.created_lt,
-            oldest_seen,
-            checkpoint.rows,
-            idle + 1 if starved else 1,
-            max_pages=max_piece_pages(min(limiter.global_limit, limiter.per_endpoint_limit)),
-        )
-        if not cuts:
+        rate = bucket_shape(min(limiter.global_limit, limiter.per_endpoint_limit)).sustained_rate
+        cursors = cursors_needed(rate, queue.page_seconds)
+        if not queue.may_split(checkpoint.window, rest, cursors, oldest_seen):
             return checkpoint
-        target = checkpoint.window
-        pieces: list[WindowCheckpoint] = []
-        for at in cuts:
-            # Each cut hands `[gte, at)` of `target` to a new window; the next cut, lower
-            # still, then falls inside that new window.
-            older = WindowCheckpoint(
-                self.queue.new_window(), checkpoint.created_gte, at, None, 0, 0, False
+        if limiter.waiting(LIST_ENDPOINT) > QUEUE_SLACK:
+            return checkpoint
+        # One split at a time, so two workers do not both cut for the same idle worker.
+        with self.split_lock:
+            if queue.waiting:
+                return checkpoint
+            cut = split_point(
+                checkpoint.created_gte,
+                oldest_seen,
+                listing_lt=queue.listing_lt,
+                bottom=queue.bottom,
+                lowest=queue.holds_oldest(checkpoint),
             )
-            self.writer.put(WindowCut(target, at, older))
-            if pieces:
-                last = pieces[-1]
-                pieces[-1] = WindowCheckpoint(last.window, at, last.created_lt, None, 0, 0, False)
-            pieces.append(older)
-            target = older.window
-        for piece in pieces:
-            self.queue.add(piece)
-        with self.lock:
-            self.splits += len(cuts)
+            if cut is None:
+                return checkpoint
+            older = WindowCheckpoint(
+                queue.new_window(), checkpoint.created_gte, cut, None, 0, 0, False
+            )
+            self.writer.put(WindowCut(checkpoint.window, cut, older))
+            queue.add(older)
+            self.splits += 1
         narrowed = WindowCheckpoint(
             checkpoint.window,
-            cuts[0],
+            cut,
             checkpoint.created_lt,
             checkpoint.last_id,
             checkpoint.pages,
             checkpoint.rows,
             False,
         )
-        self.queue.update(narrowed)
+        queue.update(narrowed)
         return narrowed
 
     def page_window(self, checkpoint: WindowCheckpoint) -> None:
@@ -433,6 +491,12 @@ class _Pager:
             raise
 
     def _page_window(self, checkpoint: WindowCheckpoint) -> None:
+        try:
+            self._walk(checkpoint)
+        finally:
+            self.queue.finished(checkpoint.window)
+
+    def _walk(self, checkpoint: WindowCheckpoint) -> None:
         starting_after = checkpoint.last_id
         if (
             starting_after is None
@@ -441,7 +505,9 @@ class _Pager:
         ):
             # One cursor over the whole listing: start after the newer windows' last customer.
             starting_after = self.queue.cursor_before(checkpoint)
+        oldest: int | None = None
         while True:
+            asked, waited = time.monotonic(), self.gateway.limiter_waited()
             for page in iter_window_pages(
                 self.gateway,
                 checkpoint.created_gte,
@@ -449,19 +515,27 @@ class _Pager:
                 starting_after=starting_after,
                 expand=self.expand,
             ):
+                if page.records:
+                    oldest = int(page.records[-1].get("created") or 0)
                 checkpoint = self._stored(checkpoint, page, done=page.last)
+                # A cursor's time per page-worth, less its waits on the limiter.
+                now, wait = time.monotonic(), self.gateway.limiter_waited()
+                if page.records:
+                    self.queue.timed(now - asked - (wait - waited))
+                asked, waited = now, wait
                 if page.last:
+                    self.queue.window_done(checkpoint, oldest)
                     return
                 # Checked between pages: what was fetched is stored, nothing is half-done.
                 if self.stopping():
                     return
-                if not page.records:
+                if oldest is None:
                     continue
-                oldest_seen = int(page.records[-1].get("created") or 0)
-                cut = self._maybe_split(checkpoint, oldest_seen)
+                cut = self._maybe_split(checkpoint, oldest)
                 if cut is not checkpoint:
-                    # The next page is not fetched yet (the pages come one at a time):
-                    # ask again for the narrowed range, after the same customer.
+                    # The next page is not fetched yet (a page-worth is handed over before
+                    # the next request): ask again for the narrowed range, after the same
+                    # customer.
                     checkpoint, starting_after = cut, cut.last_id
                     break
             else:
@@ -486,6 +560,10 @@ def listing_frame(
 ) -> pd.DataFrame:
     """The customers snapshot straight from the stored pages (Arrow, no dict per customer):
     newest first, ties by id, each id once, as `customers_frame(list_windows(...))`."""
+    # Imported here: pandas and Arrow take half a second to load, and the listing's first
+    # request should not wait for what only its end needs.
+    from reconcile.rules.snapshots import customers_frame_from_pages
+
     bodies = read_part_bodies(work_dir, [(c.window, c.pages) for c in checkpoints])
     frame = customers_frame_from_pages(bodies, metadata_keys)
     frame = frame.drop_duplicates("customer_id", keep="last")
@@ -535,8 +613,7 @@ def page_windows(
     )
     try:
         if queue.waiting:
-            with _collector_eased():
-                _dispatch(queue, pager)
+            _dispatch(queue, pager)
     except BaseException:
         # The pages stored so far keep their bookmarks; the listing's own error wins.
         with contextlib.suppress(Exception):
@@ -557,36 +634,6 @@ def page_windows(
         )
     log.info("listing done", windows=len(finished), windows_cut=pager.splits)
     return finished
-
-
-# Allocations between two young-generation collections while the listing runs (700 by
-# default): a page of 100 customers makes thousands of containers.
-LISTING_GC_THRESHOLDS = (100_000, 20, 100)
-
-
-@contextlib.contextmanager
-def _collector_eased() -> Iterator[None]:
-    """Keep the garbage collector from stalling the workers while the listing runs.
-
-    Each page parsed makes thousands of containers, and a hundred workers hold a page
-    each, so with the default threshold a collection ran every few pages and walked all
-    of those pages, holding the interpreter; an oldest-generation collection also walked
-    every object of the process (pandas, pyarrow and SQLAlchemy make hundreds of
-    thousands). The objects older than the listing are frozen (out of the collector's
-    sight) and young collections run over a hundred times less often; parsed pages hold
-    no cycles, so reference counting frees them as before. Measured at ten times
-    Stripe's test limit, 100k customers: plain pages 1.25 to 1.17-1.22 times the floor;
-    pages with expanded payment methods (card-expiry) 1.94 to 1.44-1.49, client CPU
-    8.8 s to 6.2 s.
-    """
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*LISTING_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def _dispatch(queue: _Queue, pager: _Pager) -> None:

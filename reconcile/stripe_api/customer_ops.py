@@ -51,7 +51,7 @@ def search_string(value: str) -> str:
 
 def find_by_email(gateway: StripeGateway, email: str) -> list[dict[str, Any]]:
     """The listing's exact (case-sensitive) filter first; search (case-insensitive) else."""
-    exact = list(gateway.list_customers(email=email))
+    exact = list(gateway.customers_list(email=email))
     if exact:
         return exact
     wanted = email.strip().casefold()
@@ -114,7 +114,7 @@ def get_or_create(
 ) -> GetOrCreate:
     """The user's customer: found by email (listing) and metadata user id, else by search,
     else created under this invocation's key (a retry of the request gets the same one)."""
-    for customer in gateway.list_customers(email=email):
+    for customer in gateway.customers_list(email=email):
         if (customer.get("metadata") or {}).get(metadata_key) == user_id:
             return GetOrCreate(customer, created=False)
     found = find_by_user_id(gateway, user_id, metadata_key)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["endpoint_of"]
+__all__ = ["endpoint_of", "reads_of"]
 
 # Top-level namespaces that come before a collection name (/v1/test_helpers/test_clocks/{id}).
 _NAMESPACES = frozenset(
@@ -55,3 +56,8 @@ def endpoint_of(method: str, url: str) -> str:
             template.append(segment)
             expect_id = segment not in _ACTIONS
     return f"{method.upper()} /{'/'.join(template)}"
+
+
+def reads_of(requests_by_endpoint: Mapping[str, int]) -> int:
+    """GET requests (keyed by `endpoint_of`): what Stripe counts against the read budget."""
+    return sum(n for endpoint, n in requests_by_endpoint.items() if endpoint.startswith("GET "))

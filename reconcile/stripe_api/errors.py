@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import cast
 
 import stripe
 
@@ -18,7 +16,7 @@ from reconcile.errors import (
 from reconcile.logs import redact_text
 from reconcile.mode import Mode
 
-__all__ = ["StripeRequestError", "sdk_error_for", "translate_stripe_error"]
+__all__ = ["StripeRequestError", "translate_stripe_error"]
 
 _OTHER_MODE = re.compile(r"similar object exists in (test|live) mode")
 _QUOTED_ID = re.compile(r"'([A-Za-z0-9_]+)'")
@@ -37,42 +35,6 @@ class StripeRequestError(StripeError):
         self.status = status
         self.code = code
         self.param = param
-
-
-def sdk_error_for(
-    body: str, status: int, parsed: object, headers: Mapping[str, str]
-) -> stripe.StripeError:
-    """The SDK's error for a v1 error answer, as its requestor maps it (status, then
-    Stripe's error type and code), for answers read without the requestor."""
-    sent = dict(headers)  # the SDK types them as a dict
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if not isinstance(error, dict):
-        return stripe.APIError(
-            f"Invalid response object from API: {body[:200]!r} (HTTP response code was {status})",
-            body,
-            status,
-            None,
-            sent,
-        )
-    message, code, param = error.get("message"), error.get("code"), error.get("param")
-    json_body = cast(dict[str, object], parsed)
-    if status == 429 or (status == 400 and code == "rate_limit"):
-        return stripe.RateLimitError(message, body, status, json_body, sent)
-    if status in (400, 404):
-        if error.get("type") == "idempotency_error":
-            return stripe.IdempotencyError(message, body, status, json_body, sent)
-        return stripe.InvalidRequestError(  # type: ignore[no-untyped-call]
-            message, param, code, body, status, json_body, sent
-        )
-    if status == 401:
-        return stripe.AuthenticationError(message, body, status, json_body, sent)
-    if status == 402:
-        return stripe.CardError(  # type: ignore[no-untyped-call]
-            message, param, code, body, status, json_body, sent
-        )
-    if status == 403:
-        return stripe.PermissionError(message, body, status, json_body, sent)
-    return stripe.APIError(message, body, status, json_body, sent)
 
 
 def translate_stripe_error(

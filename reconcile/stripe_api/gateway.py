@@ -1,7 +1,9 @@
 """The one place that talks to Stripe: a `stripe.StripeClient` behind the limiter and retries.
 
-Methods return plain dicts (``to_dict()``); SDK objects never leave this module. Errors
-leave as the project's own (`reconcile.errors`, `reconcile.stripe_api.errors`).
+Methods return plain dicts (``to_dict()``, or for the customer listing the customers as
+Stripe sent them); SDK objects never leave this module. Errors are the SDK's own, raised
+by its requestor, and leave translated into the project's (`reconcile.errors`,
+`reconcile.stripe_api.errors`).
 
 Writes are exactly once per idempotency key, and never taken on trust:
 - an answer Stripe replayed for the key (`Idempotent-Replayed: true`) is checked by reading
@@ -18,14 +20,12 @@ Writes are exactly once per idempotency key, and never taken on trust:
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlencode
 
 import stripe
 
@@ -33,7 +33,7 @@ from reconcile.errors import ConfigError, ReconcileError, StripeError, StripeNot
 from reconcile.logs import get_logger
 from reconcile.mode import Mode, mask_key, mode_of_key
 from reconcile.rules.idempotency import retry_key, unmet_params
-from reconcile.stripe_api.errors import StripeRequestError, sdk_error_for, translate_stripe_error
+from reconcile.stripe_api.errors import StripeRequestError, translate_stripe_error
 from reconcile.stripe_api.http import LimitedHTTPClient, RequestStats
 from reconcile.stripe_api.limiter import RequestLimiter
 from reconcile.stripe_api.limiter_registry import shared_limiter
@@ -42,7 +42,6 @@ from reconcile.stripe_api.retry import RetryPolicy, header
 __all__ = [
     "DEFAULT_API_BASE",
     "CustomerDeletion",
-    "CustomerPage",
     "RequestStats",
     "StripeGateway",
     "WriteNotConfirmedError",
@@ -72,16 +71,6 @@ class CustomerDeletion:
     confirmed_by_retrieve: bool = False
 
 
-@dataclass(frozen=True)
-class CustomerPage:
-    """One page of `GET /v1/customers`: its customers as plain dicts and the JSON text
-    Stripe sent, which the listing stores as it came (no second serialisation)."""
-
-    records: list[dict[str, Any]]
-    body: bytes
-    has_more: bool
-
-
 class StripeGateway:
     """Customers and payment methods of one Stripe account, in the key's mode.
 
@@ -103,7 +92,7 @@ class StripeGateway:
         policy: RetryPolicy | None = None,
         timeout_seconds: float = 30.0,
     ) -> None:
-        self.mode: Mode = mode_of_key(api_key)
+        self.mode: Mode = mode_of_key(api_key, api_base)
         self.masked_key = mask_key(api_key)
         self.api_base = api_base.rstrip("/") if api_base else DEFAULT_API_BASE
         # One limiter per account in the process: gateways side by side share it. Runs pass
@@ -132,12 +121,6 @@ class StripeGateway:
             rng=rng,
             timeout_seconds=timeout_seconds,
         )
-        # The bulk listing's requests (customer_pages): the headers the SDK would send.
-        self._list_headers = {
-            "Authorization": f"Bearer {api_key.strip()}",
-            "Stripe-Version": stripe.api_version,
-            "User-Agent": f"Stripe/v1 PythonBindings/{stripe.VERSION} stripe-reconcile",
-        }
         self._client = stripe.StripeClient(
             api_key.strip(),
             base_addresses={"api": self.api_base} if api_base else None,
@@ -164,7 +147,7 @@ class StripeGateway:
 
     # -- customers ----------------------------------------------------------------------
 
-    def list_customers(
+    def customers_list(
         self,
         *,
         created_lt: int | None = None,
@@ -174,78 +157,23 @@ class StripeGateway:
         email: str | None = None,
         page_size: int = 100,
     ) -> Iterator[dict[str, Any]]:
-        """Every customer matching the filters, newest first, one page in memory at a time.
+        """`GET /v1/customers` matching the filters, newest first, one page in memory at a time.
 
-        ``expand`` names fields of a customer (``invoice_settings.default_payment_method``);
-        the ``data.`` prefix a list needs is added here.
+        The SDK's own walk: `client.v1.customers.list(params).auto_paging_iter()` (the same
+        filters again, `starting_after` the last id, until `has_more` is false), every page
+        sent through `LimitedHTTPClient` (the limiter, retries, counts), each customer as
+        Stripe sent it (`_walked`). A generator: a page is asked for only when the caller
+        wants its first customer, so a caller that stops after a page-worth of customers
+        sends nothing more. ``expand`` names fields of a customer
+        (``invoice_settings.default_payment_method``); the ``data.`` prefix a list needs is
+        added here.
         """
         params = _customer_list_params(
             created_lt, created_gte, starting_after, expand, email, page_size
         )
-        return self._paged(
+        return self._walked(
             "GET /v1/customers", lambda: self._client.v1.customers.list(_params(params))
         )
-
-    def customer_pages(
-        self,
-        *,
-        created_lt: int | None = None,
-        created_gte: int | None = None,
-        starting_after: str | None = None,
-        expand: Sequence[str] = (),
-        page_size: int = 100,
-    ) -> Iterator[CustomerPage]:
-        """The listing of `list_customers`, a page at a time, for the bulk listing.
-
-        The walk is `auto_paging_iter`'s (the same filters again, `starting_after` the
-        last id, until `has_more` is false), sent through the SDK's HTTP client layer
-        (`LimitedHTTPClient`: the limiter, retries, counts), with the API version the SDK
-        pins, and errors raised as the SDK's own types (`sdk_error_for`), so they are
-        translated like every other call's. What is skipped is the SDK's handling of a
-        successful answer: a `StripeObject` per customer (about 20 ms of CPU per page of
-        100), and even through `raw_request` a parse into OrderedDicts and a debug log
-        line formatted from the whole body on every answer — measured at ten times
-        Stripe's test limit, 40 % of the interpreter's time, enough to make threads wake
-        too late for their slots at the limiter. A generator: each page is asked for
-        when the caller wants it.
-        """
-        params = _customer_list_params(
-            created_lt, created_gte, starting_after, expand, None, page_size
-        )
-        while True:
-            url = f"{self.api_base}/v1/customers?{_query(params)}"
-            try:
-                body, status, headers = self._http.request_with_retries(
-                    "get", url, self._list_headers
-                )
-            except stripe.StripeError as exc:
-                raise self._translate(exc, "GET /v1/customers", None) from exc
-            raw = body if isinstance(body, bytes) else body.encode("utf-8")
-            try:
-                page = json.loads(raw)
-            except ValueError:
-                page = None
-            if status >= 400:
-                text = raw.decode("utf-8", errors="replace")
-                error = sdk_error_for(text, status, page, headers)
-                raise self._translate(error, "GET /v1/customers", None) from error
-            records = page.get("data") if isinstance(page, dict) else None
-            if not isinstance(records, list) or page.get("object") != "list":
-                raise StripeRequestError(
-                    f"{self.api_base} answered GET /v1/customers with something other than "
-                    "a list: check STRIPE_API_BASE points at Stripe or a Stripe-compatible "
-                    "server",
-                    status=status,
-                    code=None,
-                    param=None,
-                )
-            for record in records:
-                self.confirm_mode(record)
-            has_more = bool(page.get("has_more")) and bool(records)
-            yield CustomerPage(records, raw, has_more)
-            if not has_more:
-                return
-            params["starting_after"] = records[-1]["id"]
 
     def retrieve_customer(
         self, customer_id: str, *, expand: Sequence[str] = ()
@@ -263,6 +191,7 @@ class StripeGateway:
         self,
         *,
         created_gte: int | None = None,
+        created_lt: int | None = None,
         types: Sequence[str] = (),
         page_size: int = 100,
     ) -> Iterator[dict[str, Any]]:
@@ -270,8 +199,9 @@ class StripeGateway:
 
         ``types`` are exact type names (Stripe's ``types[]``, at most 20)."""
         params: dict[str, Any] = {"limit": page_size}
-        if created_gte is not None:
-            params["created"] = {"gte": created_gte}
+        created = {"gte": created_gte, "lt": created_lt}
+        if any(bound is not None for bound in created.values()):
+            params["created"] = {k: v for k, v in created.items() if v is not None}
         if types:
             params["types"] = list(types)
         return self._paged("GET /v1/events", lambda: self._client.v1.events.list(_params(params)))
@@ -294,7 +224,7 @@ class StripeGateway:
                 return None
             made = [
                 customer
-                for customer in self.list_customers(email=str(email))
+                for customer in self.customers_list(email=str(email))
                 if not unmet_params(customer, params)
             ]
             return made[0] if made else {"deleted": True}
@@ -408,19 +338,6 @@ class StripeGateway:
             object_id=pm_id,
         )
 
-    def detach_payment_method(self, pm_id: str, *, idempotency_key: str) -> dict[str, Any]:
-        return self._write(
-            "POST /v1/payment_methods/{id}/detach",
-            lambda key: self._client.v1.payment_methods.detach(
-                pm_id, None, {"idempotency_key": key}
-            ),
-            key=idempotency_key,
-            params={"customer": None},
-            read_back=lambda _answered: self.retrieve_payment_method(pm_id),
-            label=f"payment method {pm_id}",
-            object_id=pm_id,
-        )
-
     # -- subscriptions ------------------------------------------------------------------
 
     def list_subscriptions(
@@ -436,6 +353,10 @@ class StripeGateway:
         )
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def limiter_waited(self) -> float:
+        """Seconds this thread has waited on the limiter so far (a running total)."""
+        return self._http.limiter_waited()
 
     def last_request_id(self) -> str | None:
         """Stripe's request id of this thread's last single-object call (for the audit log)."""
@@ -529,12 +450,65 @@ class StripeGateway:
     ) -> Iterator[dict[str, Any]]:
         # A generator, so nothing is sent until the caller starts iterating.
         try:
-            for obj in first_page().auto_paging_iter():
+            page = first_page()
+            if not isinstance(page, stripe.ListObject | stripe.SearchResultObject):
+                raise StripeRequestError(
+                    f"{self.api_base} answered {what} with something other than a list: "
+                    "check STRIPE_API_BASE points at Stripe or a Stripe-compatible server",
+                    status=None,
+                    code=None,
+                    param=None,
+                )
+            for obj in page.auto_paging_iter():
                 plain: dict[str, Any] = obj.to_dict()
                 self.confirm_mode(plain)
                 yield plain
         except stripe.StripeError as exc:
             raise self._translate(exc, what, object_id) from exc
+
+    def _walked(
+        self, what: str, first_page: Callable[[], Any]
+    ) -> Iterator[dict[str, Any]]:
+        """`_paged` for bulk listings: the SDK's `auto_paging_iter` walks the list's
+        skeletons while the items come as Stripe sent them (`LimitedHTTPClient.list_skeletons`).
+        Only the SDK runs inside the scope, never the caller's code between items."""
+        try:
+            with self._http.list_skeletons():
+                page = first_page()
+            if not isinstance(page, stripe.ListObject):
+                raise StripeRequestError(
+                    f"{self.api_base} answered {what} with something other than a list: "
+                    "check STRIPE_API_BASE points at Stripe or a Stripe-compatible server",
+                    status=None,
+                    code=None,
+                    param=None,
+                )
+            items = page.auto_paging_iter()
+            records: list[dict[str, Any]] = []
+            index = 0
+            while True:
+                with self._http.list_skeletons():
+                    obj = next(items, None)
+                if obj is None:
+                    return
+                fresh = self._http.taken_page()
+                if fresh is not None:
+                    records, index = fresh, 0
+                record = records[index] if index < len(records) else None
+                if record is None or record.get("id") != obj.id:
+                    raise StripeRequestError(
+                        f"{self.api_base} answered {what} with a list the walk could not "
+                        "follow: check STRIPE_API_BASE points at Stripe or a Stripe-compatible "
+                        "server",
+                        status=None,
+                        code=None,
+                        param=None,
+                    )
+                index += 1
+                self.confirm_mode(record)
+                yield record
+        except stripe.StripeError as exc:
+            raise self._translate(exc, what, None) from exc
 
     def _translate(
         self, exc: stripe.StripeError, what: str, object_id: str | None
@@ -580,19 +554,6 @@ def _customer_list_params(
     if email is not None:
         params["email"] = email
     return params
-
-
-def _query(params: Mapping[str, Any]) -> str:
-    """Stripe's form encoding of list parameters: `created[lt]=1`, `expand[0]=data.x`."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            pairs += [(f"{key}[{sub}]", str(item)) for sub, item in value.items()]
-        elif isinstance(value, list | tuple):
-            pairs += [(f"{key}[{index}]", str(item)) for index, item in enumerate(value)]
-        else:
-            pairs.append((key, str(value)))
-    return urlencode(pairs)
 
 
 def _params(params: Mapping[str, Any]) -> Any:

@@ -33,6 +33,13 @@ from dataclasses import dataclass
 
 from reconcile.errors import ConfigError
 from reconcile.mode import Mode
+from reconcile.rate_limits import (
+    DEFAULT_LIMIT_SHARE,
+    MODE_LIMITS,
+    PER_ENDPOINT_LIMIT,
+    SEARCH_LIMIT,
+    global_limit_for,
+)
 
 __all__ = [
     "DECREASE",
@@ -58,17 +65,12 @@ __all__ = [
     "is_search_endpoint",
 ]
 
-MODE_LIMITS: dict[Mode, float] = {Mode.TEST: 25.0, Mode.LIVE: 100.0}
-PER_ENDPOINT_LIMIT = 25.0
-SEARCH_LIMIT = 20.0
 # Stretch of the emission interval: keeps the window bound strict despite float rounding
 # and leaves room for arrival jitter on the way to the server. 0.02 left ~20 ms at 25/s,
 # and a busy client (30 threads parsing pages) sends some requests later than that:
 # bench/scale_bench.py saw 41 429s in 1,380 requests; 0.05 leaves a request and ~70 ms.
 SAFETY = 0.05
 
-# This tool's part of each of Stripe's limits; the rest is left to the account's other clients.
-DEFAULT_LIMIT_SHARE = 0.8
 # Slowing down after Stripe refuses (AIMD, as TCP does): the factor on a bucket's rate.
 DECREASE = 0.7
 # Refusals closer together than this are one overload (requests in flight together).
@@ -385,11 +387,6 @@ class RequestLimiter:
             bucket, limit, burst = found, self.per_endpoint_limit, None
         bucket.shape = bucket_shape(limit * min(factor, 1.0), burst, clamp_burst=True)
 
-    @property
-    def global_interval(self) -> float:
-        """Seconds between two requests at the global bucket's sustained rate."""
-        return self._global.shape.interval
-
     def _buckets_of(self, endpoint: str) -> list[GcraBucket]:
         bucket = self._endpoints.get(endpoint)
         if bucket is None:
@@ -398,17 +395,3 @@ class RequestLimiter:
         if is_search_endpoint(endpoint):
             buckets.append(self._search)
         return buckets
-
-
-def global_limit_for(mode: Mode, max_requests_per_second: float = 0) -> float:
-    """The account-wide limit to keep to: the mode's, or a lower configured one."""
-    mode_limit = MODE_LIMITS[mode]
-    if max_requests_per_second == 0:
-        return mode_limit
-    if not 0 < max_requests_per_second <= mode_limit or math.isnan(max_requests_per_second):
-        raise ConfigError(
-            f"[stripe] max_requests_per_second = {max_requests_per_second:g} is above Stripe's "
-            f"{mode.value}-mode limit of {mode_limit:g}/s: set it to {mode_limit:g} or lower "
-            "(0 means the mode's limit)"
-        )
-    return max_requests_per_second

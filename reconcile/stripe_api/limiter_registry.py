@@ -24,7 +24,6 @@ from reconcile.stripe_api.limiter import (
     check_limit_share,
     global_limit_for,
 )
-from reconcile.stripe_api.limiter_redis import RedisRequestLimiter, connect
 
 __all__ = ["LimiterKey", "account_of", "clear_shared_limiters", "shared_limiter"]
 
@@ -65,7 +64,7 @@ def shared_limiter(
     With ``limiter_url`` it is a `RedisRequestLimiter` (Redis reached now, or
     `LimiterUnavailableError`: exit 3).
     """
-    mode = mode_of_key(api_key)
+    mode = mode_of_key(api_key, api_base)
     key = LimiterKey(
         account=account or account_of(api_key, api_base),
         mode=mode,
@@ -89,6 +88,9 @@ def clear_shared_limiters() -> None:
 def _new_limiter(key: LimiterKey) -> RequestLimiter:
     if key.limiter_url is None:
         return RequestLimiter(key.global_limit, share=key.share)
+    # Imported here: redis costs start-up time and most installations never use it.
+    from reconcile.stripe_api.limiter_redis import RedisRequestLimiter, connect
+
     # Processes with other limits or shares keep to theirs, but share the same buckets:
     # the budget is the account's.
     return RedisRequestLimiter(

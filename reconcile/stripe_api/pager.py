@@ -16,6 +16,7 @@ from reconcile.stripe_api.errors import StripeRequestError
 from reconcile.stripe_api.gateway import StripeGateway
 
 __all__ = [
+    "PAGE_SIZE",
     "WindowPage",
     "iter_customer_window",
     "iter_customers",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+
+# Customers per request: Stripe's largest `limit`.
+PAGE_SIZE = 100
 
 
 def iter_customers(
@@ -35,11 +39,10 @@ def iter_customers(
 
 @dataclass(frozen=True)
 class WindowPage:
-    """One page of a window: its customers, the JSON text to store (None where the page
-    was filtered here and must be written anew), and whether the window ends with it."""
+    """A page-worth of a window's customers (at most a page's `limit`), and whether the
+    window ends with it. The last one may be empty (the window ended on a full page)."""
 
     records: list[dict[str, Any]]
-    body: bytes | None
     last: bool
 
 
@@ -66,20 +69,27 @@ def iter_window_pages(
     starting_after: str | None = None,
     *,
     expand: Sequence[str] = (),
+    page_size: int = PAGE_SIZE,
 ) -> Iterator[WindowPage]:
-    """The pages of the window ``[created_gte, created_lt)``, newest first; the last one
-    has ``last`` set. Each page is fetched only when the caller asks for it."""
+    """The customers of the window ``[created_gte, created_lt)``, newest first, a page-worth
+    at a time, from the SDK's `auto_paging_iter` (`StripeGateway.customers_list`); the last
+    one has ``last`` set.
+
+    A page-worth is yielded as soon as it is complete, before the next page is asked for:
+    a caller that stores it and records its last id as the cursor has a checkpoint from
+    which ``starting_after`` continues exactly, and a caller that stops there (or narrows
+    the window) sends nothing more.
+    """
     if gateway.created_filter_supported is not False:
         try:
-            for page in gateway.customer_pages(
+            items = gateway.customers_list(
                 created_lt=created_lt,
                 created_gte=created_gte,
                 starting_after=starting_after,
                 expand=expand,
-            ):
-                # An answer, even an empty one, shows the filter is accepted.
-                gateway.created_filter_supported = True
-                yield WindowPage(page.records, page.body, not page.has_more)
+                page_size=page_size,
+            )
+            yield from _page_worths(gateway, items, page_size)
             return
         except StripeRequestError as exc:
             if not rejects_created_filter(exc):
@@ -92,22 +102,36 @@ def iter_window_pages(
             gateway.created_filter_supported = False
     # The filtered listing is a subsequence of the plain one (both newest first), so the
     # plain listing resumes after the last id without repeating or skipping anyone.
-    for page in gateway.customer_pages(starting_after=starting_after, expand=expand):
-        kept: list[dict[str, Any]] = []
-        below = False
-        for customer in page.records:
-            created = int(customer["created"])
-            if created >= created_lt:
-                continue
-            if created_gte is not None and created < created_gte:
-                below = True
-                break
-            kept.append(customer)
-        done = below or not page.has_more
-        if kept or done:
-            yield WindowPage(kept, None, done)
-        if done:
-            return
+    plain = gateway.customers_list(
+        starting_after=starting_after, expand=expand, page_size=page_size
+    )
+    kept: list[dict[str, Any]] = []
+    for customer in plain:
+        created = int(customer["created"])
+        if created >= created_lt:
+            continue
+        if created_gte is not None and created < created_gte:
+            break
+        kept.append(customer)
+        if len(kept) == page_size:
+            yield WindowPage(kept, False)
+            kept = []
+    yield WindowPage(kept, True)
+
+
+def _page_worths(
+    gateway: StripeGateway, items: Iterator[dict[str, Any]], page_size: int
+) -> Iterator[WindowPage]:
+    batch: list[dict[str, Any]] = []
+    for customer in items:
+        # An answer, even an empty one, shows the filter is accepted.
+        gateway.created_filter_supported = True
+        batch.append(customer)
+        if len(batch) == page_size:
+            yield WindowPage(batch, False)
+            batch = []
+    gateway.created_filter_supported = True
+    yield WindowPage(batch, True)
 
 
 def rejects_created_filter(exc: StripeRequestError) -> bool:

@@ -115,7 +115,7 @@ def test_expand_adds_the_data_prefix(sandbox: SandboxServer, sleeps: Sleeps) -> 
     )
     gw = gateway(sandbox, sleeps)
     first = next(
-        iter(gw.list_customers(expand=["invoice_settings.default_payment_method"], page_size=1))
+        iter(gw.customers_list(expand=["invoice_settings.default_payment_method"], page_size=1))
     )
     assert first["invoice_settings"]["default_payment_method"]["id"] == "pm_G00400"
     sent = sandbox.request_log.entries()[-1].params["expand"]  # the SDK sends expand[0]=...
@@ -127,7 +127,7 @@ def test_expand_adds_the_data_prefix(sandbox: SandboxServer, sleeps: Sleeps) -> 
 def test_mode_is_confirmed_against_livemode(sandbox: SandboxServer, sleeps: Sleeps) -> None:
     sandbox.store.bulk_load("live", [customer(9_001)], [])
     live = gateway(sandbox, sleeps, LIVE_KEY)
-    assert [c["id"] for c in live.list_customers()] == ["cus_G09001"]
+    assert [c["id"] for c in live.customers_list()] == ["cus_G09001"]
     assert live.retrieve_customer("cus_G09001")["livemode"] is True
     test = gateway(sandbox, sleeps)
     with pytest.raises(ConfigError, match=r"sk_test_\.\.\.Abcd is a test-mode key"):

@@ -83,7 +83,7 @@ def test_a_429_with_a_reason_slows_the_bucket_it_names(
     http = RefusingClient()
     http.refusals.append(headers)
     gateway = gateway_for(server, http)
-    assert list(gateway.list_customers()) == []  # retried after the 429, then answered
+    assert list(gateway.customers_list()) == []  # retried after the 429, then answered
     assert gateway.stats.rate_limited == 1
     # Decreased, and recovering since (a loaded machine may take a second or two).
     assert DECREASE <= gateway.limiter.rate_factor(slowed) <= DECREASE + 2 * RECOVERY_PER_SECOND
@@ -100,7 +100,7 @@ def test_a_429_that_is_not_about_the_rate_slows_nothing(
     http = RefusingClient()
     http.refusals.append(headers)
     gateway = gateway_for(server, http)
-    assert list(gateway.list_customers()) == []
+    assert list(gateway.customers_list()) == []
     assert gateway.stats.rate_limited == 1
     for bucket in ("global", "endpoint:GET /v1/customers", "search"):
         assert gateway.limiter.rate_factor(bucket) == 1.0
@@ -128,6 +128,6 @@ def test_the_sandboxs_own_refusals_slow_a_client_that_sends_too_fast() -> None:
             policy=RetryPolicy(max_retries=8, initial_delay=0.05, max_delay=0.4),
         )
         for _ in range(60):
-            assert list(gateway.list_customers(page_size=1)) == []
+            assert list(gateway.customers_list(page_size=1)) == []
         assert gateway.stats.rate_limited > 0
         assert gateway.limiter.rate_factor("global") < 1.0

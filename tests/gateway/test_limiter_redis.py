@@ -193,7 +193,7 @@ def test_redis_lost_during_a_run_stops_it_with_exit_3_before_sending() -> None:
     )
     gateway = StripeGateway(KEY, api_base="http://127.0.0.1:9", limiter=gone)
     with pytest.raises(LimiterUnavailableError) as error:
-        list(gateway.list_customers())
+        list(gateway.customers_list())
     assert error.value.exit_code == 3
     assert gateway.stats.total == 0  # nothing was sent
 

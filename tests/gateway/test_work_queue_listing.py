@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import itertools
+import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -22,18 +23,21 @@ from reconcile.listing.checkpoints import (
     WindowCut,
 )
 from reconcile.listing.walk import (
+    STRIPE_FLOOR,
+    _Queue,
+    cursors_needed,
     list_windows,
     listing_frame,
-    max_piece_pages,
     merge_records,
-    split_points,
+    rest_pages,
+    split_point,
     window_bounds,
 )
 from reconcile.rules.snapshots import customers_frame
 from reconcile.stripe_api.gateway import StripeGateway
 from reconcile.stripe_api.limiter import RequestLimiter
 from reconcile.stripe_api.pager import iter_customers
-from sandbox.runner import SandboxServer
+from sandbox.runner import SandboxConfig, SandboxServer
 from sandbox.seed import generate_account, load_into_sandbox
 from tests.gateway.test_pager_fallback import CUSTOMERS, _NoCreatedFilter
 
@@ -128,24 +132,45 @@ def test_a_stopped_listing_resumes_to_the_same_result_without_refetching(
     assert fetched <= -(-(len(reference) - stored) // 100) + len(store.windows("run1"))
 
 
-def test_split_points_cut_the_rest_only_where_it_is_worth_a_page() -> None:
-    # 100 customers in the last 100 s: the rest down to 1000 s back holds ~900 more.
-    assert split_points(NOW - 1_000, NOW, NOW - 100, 100, 2) == [NOW - 550]
-    cuts = split_points(NOW - 1_000, NOW, NOW - 100, 100, 4)
-    assert cuts == sorted(cuts, reverse=True)
-    assert len(cuts) == 3
-    assert all(NOW - 1_000 < c <= NOW - 100 for c in cuts)
-    # Two pages or more per piece: ~9 pages left, so 20 idle workers get 4 pieces.
-    assert len(split_points(NOW - 1_000, NOW, NOW - 100, 100, 20)) == 3
+def test_a_bounded_rest_is_cut_in_its_middle() -> None:
+    assert split_point(NOW - 1_000, NOW - 100, listing_lt=NOW) == NOW - 550
+    # The window keeps its cursor's second: the cut is never above `oldest_seen`.
+    assert split_point(NOW - 102, NOW - 100, listing_lt=NOW) == NOW - 101
     # The rest spans under two seconds: customers sharing `created` cannot be cut.
-    assert split_points(NOW - 101, NOW, NOW - 100, 100, 8) == []
-    # Sparse: the rest would hold less than two pages at the density seen.
-    assert split_points(NOW - 1_000, NOW, NOW - 900, 10, 8) == []
-    assert split_points(NOW - 1_000, NOW, NOW - 100, 20, 8) == []
-    # Open below: the floor stands in for the lower bound, and stays inside the window.
-    cuts = split_points(None, NOW, NOW - 100, 100, 2, floor=NOW - 10_000)
-    assert len(cuts) == 1
-    assert NOW - 10_000 < cuts[0] <= NOW - 100
+    assert split_point(NOW - 101, NOW - 100, listing_lt=NOW) is None
+    assert split_point(NOW - 100, NOW - 100, listing_lt=NOW) is None
+    # The account's oldest customer bounds the rest once known.
+    assert split_point(NOW - 1_000, NOW - 100, listing_lt=NOW, bottom=NOW - 300) == NOW - 200
+
+
+def test_the_rest_open_below_is_cut_at_a_geometric_mean_until_the_bottom_is_known() -> None:
+    floor = NOW - 1_000_000
+    # 100 s listed, 10^6 s possible: the cut sits 10^4 s back, not half way to 2010.
+    assert split_point(None, NOW - 100, listing_lt=NOW, floor=floor) == NOW - 10_000
+    # Deeper in the listing the guess reaches further back, never below the floor.
+    cut = split_point(None, NOW - 250_000, listing_lt=NOW, floor=floor)
+    assert cut == NOW - 500_000
+    assert split_point(None, floor + 1, listing_lt=NOW, floor=floor) is None
+    # Known bottom: the middle of what is left above it.
+    assert split_point(None, NOW - 100, listing_lt=NOW, bottom=NOW - 1_100, floor=floor) == (
+        NOW - 600
+    )
+
+
+def test_rest_pages_follow_the_windows_own_density() -> None:
+    window = WindowCheckpoint(0, NOW - 10_000, NOW, "cus_x", 2, 200, False)
+    # 200 customers in the last 1,000 s: 9,000 s more hold ~1,800, 18 pages.
+    assert rest_pages(window, NOW - 1_000) == pytest.approx(18.0)
+    assert rest_pages(window, NOW - 1_000, bottom=NOW - 5_500) == pytest.approx(9.0)
+    open_below = WindowCheckpoint(0, None, NOW, "cus_x", 1, 100, False)
+    assert rest_pages(open_below, NOW - 100, floor=NOW - 1_100) == pytest.approx(10.0)
+    assert STRIPE_FLOOR < NOW
+
+
+def test_cursors_follow_the_rate_and_the_page_time() -> None:
+    assert cursors_needed(20.0, 0.33) == 7  # Stripe's test limit at its share, 300 ms pages
+    assert cursors_needed(80.0, 0.33) == 27
+    assert cursors_needed(1.0, 0.1) == 1
 
 
 @pytest.fixture
@@ -180,27 +205,6 @@ def test_a_server_that_rejects_created_is_paged_by_one_cursor(
     assert cursors.count(None) == 1
     assert len(plain) <= -(-len(CUSTOMERS) // 100) + len(windows)
     assert len(store.windows("run1")) == len(windows)  # nothing cut without the filter
-
-
-def test_a_long_rest_is_cut_near_the_cursor_and_the_oldest_piece_takes_what_is_left() -> None:
-    # 100 customers in the last 100 s and a window open down to 10^6 s back: the guess of
-    # what is left (~10,000 pages) is far too long for a young account, so pieces of at
-    # most 4 pages sit right below the cursor and the last one keeps the rest.
-    cuts = split_points(None, NOW, NOW - 100, 100, 5, floor=NOW - 1_000_000, max_pages=4)
-    assert len(cuts) == 4
-    assert cuts == [NOW - 500, NOW - 900, NOW - 1_300, NOW - 1_700]
-    # Even with no idle worker, a rest above max_pages is cut once, so no cursor is left
-    # with a long walk at the end of the listing.
-    assert split_points(NOW - 10_000, NOW, NOW - 100, 100, 1, max_pages=4) == [NOW - 500]
-    # A rest within max_pages and no idle worker: nothing to cut.
-    assert split_points(NOW - 500, NOW, NOW - 100, 100, 1, max_pages=4) == []
-
-
-def test_the_longest_rest_scales_with_the_rate() -> None:
-    assert max_piece_pages(25.0) == 32.0  # Stripe's test limit: the run takes minutes
-    assert max_piece_pages(100.0) == 10.0
-    assert max_piece_pages(250.0) == 4.0  # ten times it: the run takes seconds
-    assert max_piece_pages(10_000.0) == 4.0
 
 
 class _FailingStore(CheckpointStore):
@@ -266,25 +270,6 @@ def test_checkpoint_changes_applied_in_one_batch_equal_the_same_changes_one_by_o
     )
 
 
-def test_objects_older_than_the_listing_are_frozen_while_it_runs(
-    account: SandboxServer, tmp_path: Path
-) -> None:
-    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
-    before = gc.get_freeze_count()
-    seen: list[int] = []
-    list_windows(
-        _gateway(account.url),
-        store,
-        "run1",
-        work_dir,
-        workers=4,
-        on_page=lambda _records: seen.append(gc.get_freeze_count()),
-    )
-    assert seen
-    assert min(seen) > before
-    assert gc.get_freeze_count() == before
-
-
 def test_an_account_without_customers_lists_nothing_and_stores_no_page(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
@@ -294,3 +279,67 @@ def test_an_account_without_customers_lists_nothing_and_stores_no_page(
     assert list_windows(_gateway(sandbox_server.url), store, "run1", work_dir, workers=4) == []
     assert all(w.done and w.pages == 0 for w in store.windows("run1"))
     assert not work_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def slow_account() -> Iterator[SandboxServer]:
+    """3,000 customers over five years behind 100 to 200 ms answers, Stripe's limits."""
+    with SandboxServer(SandboxConfig(latency_ms=100.0, jitter_ms=100.0)) as sandbox:
+        load_into_sandbox(sandbox.store, generate_account(3_000, seed=3, now=NOW))
+        yield sandbox
+
+
+def test_windows_are_cut_only_as_the_rate_needs_them_and_cost_few_pages(
+    slow_account: SandboxServer, tmp_path: Path
+) -> None:
+    gateway = StripeGateway(KEY, api_base=slow_account.url, limiter=RequestLimiter(20.0))
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
+
+    listed = list_windows(gateway, store, "run1", work_dir, workers=12)
+
+    fewest = -(-len(listed) // 100)
+    windows = store.windows("run1")
+    # 20 requests a second at 100-200 ms a page needs a few cursors: the one window is cut,
+    # but no further than the rate needs (12 workers would allow twelve).
+    assert 2 <= len(windows) <= 7
+    pages = gateway.stats.by_endpoint["GET /v1/customers"]
+    # Each window ends on a short page; an empty one costs a page too.
+    assert pages <= fewest + len(windows)
+    reference = merge_records(list(iter_customers(_gateway(slow_account.url), created_lt=NOW + 1)))
+    assert [r["id"] for r in listed] == [r["id"] for r in reference]
+
+
+def test_the_listing_stores_each_customer_as_stripe_sent_it(
+    slow_account: SandboxServer, tmp_path: Path
+) -> None:
+    expand = ["invoice_settings.default_payment_method", "default_source"]
+    request = urllib.request.Request(
+        f"{slow_account.url}/v1/customers?limit=100"
+        "&expand[]=data.invoice_settings.default_payment_method&expand[]=data.default_source"
+    )
+    request.add_header("Authorization", f"Bearer {KEY}")
+    with urllib.request.urlopen(request) as answer:
+        sent = json.loads(answer.read())["data"]
+    store, work_dir = _listing(tmp_path, window_bounds(NOW + 1, 1))
+
+    listed = list_windows(
+        _gateway(slow_account.url), store, "run1", work_dir, workers=2, expand=expand
+    )
+
+    assert listed[:100] == sent
+    assert any(isinstance(r["invoice_settings"]["default_payment_method"], dict) for r in sent)
+
+
+def test_the_accounts_end_is_learnt_only_once_every_window_below_is_listed() -> None:
+    lowest = WindowCheckpoint(2, None, NOW - 1_000, None, 0, 0, False)
+    middle = WindowCheckpoint(1, NOW - 1_000, NOW - 100, "cus_m", 3, 250, True)
+    queue = _Queue([WindowCheckpoint(0, NOW - 100, NOW, None, 0, 0, False), middle, lowest], 4)
+    # The window open below is still to be listed: customers may lie below the middle one.
+    queue.window_done(middle, NOW - 900)
+    assert queue.bottom is None
+    # Listed, and empty: the middle window held the oldest customer.
+    queue.update(WindowCheckpoint(2, None, NOW - 1_000, None, 0, 0, True))
+    queue.window_done(middle, NOW - 900)
+    assert queue.bottom == NOW - 900
+    # Later estimates stop there.
+    assert split_point(None, NOW - 500, listing_lt=NOW, bottom=queue.bottom) == NOW - 700

@@ -1,13 +1,10 @@
-"""The listing's work folder: pages stored as sent, owner-only, and parts of earlier versions."""
+"""The listing's work folder: pages stored as sent, owner-only."""
 
 from __future__ import annotations
 
 import json
 import stat
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from reconcile.listing.parts import page_body, read_part_bodies, read_parts, write_part
 
@@ -42,19 +39,3 @@ def test_parts_past_a_windows_checkpoint_are_not_read(tmp_path: Path) -> None:
     write_part(tmp_path, 0, 0, page_body(RECORDS[:1]))
     write_part(tmp_path, 0, 1, page_body(RECORDS[1:]))  # stored, bookmark not moved yet
     assert read_parts(tmp_path, [(0, 1)]) == RECORDS[:1]
-
-
-def test_parquet_parts_of_an_earlier_version_are_still_read(tmp_path: Path) -> None:
-    # A run interrupted before an upgrade: one JSON text per customer in Parquet.
-    texts = [json.dumps(r, separators=(",", ":"), sort_keys=True) for r in RECORDS]
-    table = pa.table(
-        {
-            "id": [r["id"] for r in RECORDS],
-            "created": [r["created"] for r in RECORDS],
-            "record": texts,
-        }
-    )
-    pq.write_table(table, tmp_path / "w000-p000000.parquet")
-    write_part(tmp_path, 0, 1, page_body(RECORDS[:1]))  # the upgraded run goes on
-
-    assert read_parts(tmp_path, [(0, 2)]) == [*RECORDS, RECORDS[0]]
