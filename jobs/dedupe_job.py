@@ -20,6 +20,7 @@ from jobs.base import Job, JobContext, JobResult
 from jobs.delete_checks import already_deleted, current_customer, customer_now, not_done
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
+from reconcile.job_options import WriteJobOptions
 from reconcile.logs import get_logger
 from reconcile.rules.deletion import dedupe_delete_blockers, live_subscription_statuses
 from reconcile.rules.findings import FindingKind
@@ -192,5 +193,6 @@ JOB = Job(
         "the others with metadata.duplicate_of."
     ),
     run=run,
+    options_model=WriteJobOptions,
     writes=True,
 )

@@ -16,6 +16,7 @@ from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
 from jobs.reconcile_job import compare_config
+from reconcile.job_options import WriteJobOptions
 from reconcile.rules.compare import in_scope
 from reconcile.rules.plans import ACTION_SET_DEFAULT_PM, plan_default_payment_method
 from reconcile.state.audit import Outcome
@@ -121,5 +122,6 @@ JOB = Job(
     name=NAME,
     description="Give customers with cards but no default their newest unexpired card as default.",
     run=run,
+    options_model=WriteJobOptions,
     writes=True,
 )

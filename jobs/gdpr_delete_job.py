@@ -17,6 +17,7 @@ from jobs.delete_checks import customer_now, not_done
 from jobs.maintenance_snapshot import read_snapshot
 from jobs.per_customer import DeletedMeanwhile, scan_customers, scan_workers, unless_deleted
 from jobs.reconcile_job import classify_missing
+from reconcile.job_options import WriteJobOptions
 from reconcile.rules.deletion import (
     gdpr_delete_blockers,
     gdpr_link_blockers,
@@ -145,5 +146,6 @@ JOB = Job(
         "data), then clear the user's link."
     ),
     run=run,
+    options_model=WriteJobOptions,
     writes=True,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
+from reconcile.job_options import LinkUsersOptions
 from reconcile.rules.findings import FindingKind
 from reconcile.rules.plans import ACTION_CREATE_AND_LINK, ACTION_LINK_USER, plan_link_users
 from reconcile.state.audit import Outcome
@@ -99,5 +100,6 @@ JOB = Job(
         "--create-missing creates customers for users without one."
     ),
     run=run,
+    options_model=LinkUsersOptions,
     writes=True,
 )

@@ -1,10 +1,10 @@
 """What every maintenance job starts from: the users, the customers, and the findings.
 
 The same reading as the reconcile job (jobs/reconcile_job.py): the concurrent, resumable
-listing (jobs.resume), keyed by the job's name, with its upper bound one second past the
-run's start. A resumed run must see customers that the run it resumes created a moment
-earlier, or it would plan to create them again: its adopted listing gets one more window,
-up to this run's bound.
+listing (reconcile.listing.resume), keyed by the job's name, with its upper bound one second
+past the run's start. A resumed run must see customers that the run it resumes created a
+moment earlier, or it would plan to create them again: its adopted listing gets one more
+window, up to this run's bound.
 
 The snapshot keeps its listing's id: the intent of every write planned from it (see
 `reconcile.rules.idempotency`), the same for a run and the runs that resume its listing.
@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 from jobs.base import JobContext
+from jobs.listing_run import listing_run
 from jobs.reconcile_job import classify_missing, compare_config, metadata_keys_needed
-from jobs.resume import list_customers
+from reconcile.listing.resume import walk_customers
 from reconcile.logs import get_logger
 from reconcile.rules.compare import MissingCause, compare_all, missing_customer_ids
 from reconcile.rules.snapshots import customers_frame
@@ -49,7 +50,9 @@ def read_snapshot(ctx: JobContext, job: str, extra_metadata_keys: Sequence[str] 
     settings = ctx.settings.userdb
     users = ctx.userdb.read_users()
     keys = [*metadata_keys_needed(settings), *extra_metadata_keys]
-    listed, listing = list_customers(ctx, job, bound_offset=1, extend_on_resume=True)
+    listed, listing = walk_customers(
+        listing_run(ctx, job), bound_offset=1, extend_on_resume=True
+    )
     records = {record["id"]: record for record in listed}
     del listed
     if records:

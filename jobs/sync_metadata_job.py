@@ -10,6 +10,7 @@ from __future__ import annotations
 from jobs.apply import ActionDone, PlannedAction, carry_out, current_customer, skipped
 from jobs.base import Job, JobContext, JobResult
 from jobs.maintenance_snapshot import read_snapshot
+from reconcile.job_options import WriteJobOptions
 from reconcile.rules.findings import FindingKind
 from reconcile.rules.idempotency import rekey, unmet_params
 from reconcile.rules.plans import (
@@ -107,5 +108,6 @@ JOB = Job(
     name=NAME,
     description="Push mapped user columns into Stripe metadata (and email, name if configured).",
     run=run,
+    options_model=WriteJobOptions,
     writes=True,
 )

@@ -1,6 +1,6 @@
 """Run metrics for alerting: a Prometheus textfile and, when configured, a Pushgateway push.
 
-Plugged in after every run (an AfterRun step of jobs.runner). With `[metrics]
+Plugged in after every run (an AfterRun step of the job runner). With `[metrics]
 textfile_dir` set, `<dir>/stripe_reconcile_<job>.prom` is replaced atomically (for
 node_exporter's textfile collector); with `pushgateway_url` set, the same metrics are
 pushed under `job=<job_label>` and `job_name=<job>`. Either failing is a DeliveryError:
@@ -14,25 +14,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from reconcile.errors import EXIT_CONFIG, DeliveryError, ReconcileError
+from reconcile.errors import EXIT_CONFIG, EXIT_INTERNAL, DeliveryError, ReconcileError
 from reconcile.logs import get_logger
 from reconcile.settings import Settings
+from reconcile.stripe_api.endpoints import reads_of
 from reconcile.stripe_api.http import RequestStats
-
-if TYPE_CHECKING:
-    from jobs.runner import RunOutcome
 
 __all__ = [
     "PUSH_TIMEOUT_SECONDS",
+    "FinishedRun",
     "exit_code_of",
     "failed_run_summary",
     "metrics_registry",
-    "reads_of",
     "textfile_path",
     "write_failed_run_metrics",
     "write_metrics",
@@ -48,9 +46,17 @@ def textfile_path(folder: str | Path, job: str) -> Path:
     return Path(folder) / f"stripe_reconcile_{job.replace('-', '_')}.prom"
 
 
-def reads_of(requests_by_endpoint: Mapping[str, int]) -> int:
-    """GET requests: what Stripe counts against the account's read budget."""
-    return sum(n for endpoint, n in requests_by_endpoint.items() if endpoint.startswith("GET "))
+class FinishedRun(Protocol):
+    """What the metrics read of a run whose reports are in place (the runner's outcome)."""
+
+    @property
+    def summary(self) -> Mapping[str, Any]: ...
+
+    @property
+    def exit_code(self) -> int: ...
+
+    @property
+    def findings(self) -> pd.DataFrame: ...
 
 
 def metrics_registry(
@@ -160,7 +166,7 @@ def write_failed_run_metrics(
 
 
 def exit_code_of(exc: BaseException) -> int:
-    """The exit code the CLI turns `exc` into (jobs.commands.support's mapping)."""
+    """The exit code the CLI turns `exc` into (the same mapping as its command group's)."""
     if isinstance(exc, ReconcileError):
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
@@ -169,12 +175,10 @@ def exit_code_of(exc: BaseException) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     if isinstance(exc, OSError):
         return EXIT_CONFIG
-    from jobs.commands.support import EXIT_INTERNAL
-
     return EXIT_INTERNAL
 
 
-def write_metrics(outcome: RunOutcome, settings: Settings) -> None:
+def write_metrics(outcome: FinishedRun, settings: Settings) -> None:
     """AfterRun: the textfile and the push, as configured; nothing when neither is set."""
     config = settings.metrics
     if config.textfile_dir is None and config.pushgateway_url is None:

@@ -11,12 +11,12 @@ no reason means the delete may go.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-from reconcile.userdb import LinkedUser
 
 __all__ = [
     "TERMINAL_SUBSCRIPTION_STATUSES",
+    "LinkedUser",
     "dedupe_delete_blockers",
     "gdpr_delete_blockers",
     "gdpr_link_blockers",
@@ -26,6 +26,14 @@ __all__ = [
 # A subscription in any other status (active, trialing, past_due, unpaid, incomplete,
 # paused, ...) still bills or may bill again: deleting its customer cancels it at once.
 TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+@dataclass(frozen=True)
+class LinkedUser:
+    """A user whose customer id column holds a given customer, as read just now."""
+
+    user_id: str
+    deleted: bool  # soft-deleted ([userdb] deleted_column); False without that column
 
 
 def live_subscription_statuses(subscriptions: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -13,7 +13,6 @@ planning again from fresh snapshots yields no action (only skips).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -44,7 +43,6 @@ __all__ = [
     "plan_default_payment_method",
     "plan_gdpr_delete",
     "plan_link_users",
-    "plan_params",
     "plan_sync_metadata",
     "replan_sync_update",
     "writes_in",
@@ -625,9 +623,3 @@ def plan_default_payment_method(
             )
         )
     return _plan(job, intent, rows)
-
-
-def plan_params(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The `params` JSON of a plan row, as a dict."""
-    loaded = json.loads(str(row["params"]) or "{}")
-    return dict(loaded) if isinstance(loaded, dict) else {}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.resume import resumable_run
+from reconcile.listing.resume import resumable_run
 from reconcile.state.store import StateStore
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)

@@ -1,32 +1,32 @@
-"""Resumable listings for jobs: start one, or adopt the one a failed run left behind.
+"""A run's resumable customer listing: open it, or adopt the one a failed run left behind.
 
-A job calls `list_customers(ctx)` instead of paging itself. With `--resume` (the job
-option `resume`), or with `[resume] auto = true` and a failed or interrupted last run
-younger than `[resume] max_age_hours`, the run continues that run's listing: same
-snapshot bound, the stored pages read back, only the rest fetched. Otherwise it starts
-a fresh listing and clears listings that earlier failed runs left behind (they hold
-personal data). The work folder and checkpoints go once the report is in place
-(`forget_listing`, an AfterRun step).
+A job walks the customers with `walk_customers` (or `walk_customers_frame`) instead of
+paging itself, and says everything the listing needs in a `ListingRun`. When the run asks
+to resume (`resume_requested`, the `--resume` flag), or resumes by itself (`auto_resume`)
+and the job's last run failed or was interrupted less than `max_age` ago, the run continues
+that run's listing: same snapshot bound, the stored pages read back, only the rest fetched.
+Otherwise it starts a fresh listing and clears listings that earlier failed runs left
+behind (they hold personal data). The work folder and checkpoints go once the report is in
+place (`forget_listing`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 
-from jobs.base import STOP_OPTION, JobContext
 from reconcile.listing.checkpoints import (
     CheckpointStore,
     ListingRecord,
     WindowCheckpoint,
-    listings_table,
 )
 from reconcile.listing.parts import read_parts, remove_work_dir, work_dir_for
 from reconcile.listing.walk import (
@@ -39,29 +39,57 @@ from reconcile.listing.walk import (
 )
 from reconcile.logs import get_logger
 from reconcile.progress import progress
-from reconcile.settings import Settings
+from reconcile.state.listings import other_listings
 from reconcile.state.store import RunRecord, RunStatus, StateStore
+from reconcile.stripe_api.gateway import StripeGateway
 
 if TYPE_CHECKING:
-    from jobs.runner import RunOutcome
+    import pandas as pd
 
 __all__ = [
-    "RESUME_OPTION",
-    "RESUME_REQUESTED",
+    "ListingRun",
     "forget_listing",
-    "list_customers",
-    "list_customers_frame",
     "open_listing",
     "resumable_run",
+    "walk_customers",
+    "walk_customers_frame",
 ]
 
 log = get_logger(__name__)
 
-RESUME_OPTION = "resume"
 _RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
-# Set by the `--resume` flag every `run JOB` command gets (jobs.commands.runs), so jobs
-# whose commands build their own options resume too.
-RESUME_REQUESTED: ContextVar[bool] = ContextVar("resume_requested", default=False)
+
+
+def _untimed(_phase: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class ListingRun:
+    """The run that walks a listing, as the listing needs it.
+
+    `job` keys the listing: a run adopts only a listing its job left. `started_at` fixes
+    the listing's upper bound. `phase(name)` times a block of the listing ("listing" for
+    the paging, "snapshot" for building the frame) for the run's summary.
+    """
+
+    state: StateStore
+    gateway: StripeGateway
+    job: str
+    run_id: str
+    started_at: datetime
+    out_dir: Path
+    # `--resume`: adopt the last failed or interrupted run's listing, however old.
+    resume_requested: bool = False
+    # `[resume] auto`: adopt it without being asked, when younger than `max_age`.
+    auto_resume: bool = False
+    max_age: timedelta = timedelta(hours=12)
+    # `[resume] windows`: the created-date windows a fresh listing starts with.
+    windows: int = 1
+    file_mode: int = 0o600
+    # Set, the listing stops after the page in hand (a signal, `serve` shutting down).
+    stop: threading.Event | None = None
+    phase: Callable[[str], AbstractContextManager[None]] = _untimed
 
 
 def resumable_run(
@@ -91,32 +119,25 @@ def resumable_run(
 
 
 def _sweep_abandoned(store: CheckpointStore, job: str, keep: str) -> None:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(listings_table.c.listing_id, listings_table.c.work_dir)
-            .where(listings_table.c.job == job, listings_table.c.listing_id != keep)
-            .distinct()
-        ).all()
-    for listing_id, work_dir in ((str(a), str(b)) for a, b in rows):
+    for listing_id, work_dir in other_listings(store.engine, job, keep):
         if store.windows(listing_id) or Path(work_dir).exists():
             remove_work_dir(Path(work_dir))
             store.forget_listing(listing_id)
             log.info("removed the listing of an earlier failed run", listing_id=listing_id)
 
 
-def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord | None:
-    explicit = bool(ctx.options.get(RESUME_OPTION)) or RESUME_REQUESTED.get()
-    settings = ctx.settings.resume
-    if not explicit and not settings.auto:
+def _adopt(run: ListingRun, store: CheckpointStore) -> ListingRecord | None:
+    if not run.resume_requested and not run.auto_resume:
         return None
-    max_age = None if explicit else timedelta(hours=settings.max_age_hours)
+    # Asked for explicitly, the last run is resumed however old its listing is.
+    max_age = None if run.resume_requested else run.max_age
     previous = resumable_run(
-        ctx.state,
-        job,
-        ctx.run_id,
-        now=ctx.started_at,
+        run.state,
+        run.job,
+        run.run_id,
+        now=run.started_at,
         max_age=max_age,
-        mode=ctx.gateway.mode.value,
+        mode=run.gateway.mode.value,
     )
     if previous is None:
         log.info("nothing to resume: starting a fresh listing")
@@ -131,7 +152,7 @@ def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord |
             "the last run's work folder is gone: starting afresh", work_dir=listing.work_dir
         )
         return None
-    adopted = store.adopt_listing(ctx.run_id, previous.run_id)
+    adopted = store.adopt_listing(run.run_id, previous.run_id)
     log.info(
         "resuming",
         resumed_run=previous.run_id,
@@ -142,7 +163,7 @@ def _adopt(ctx: JobContext, store: CheckpointStore, job: str) -> ListingRecord |
 
 
 def open_listing(
-    ctx: JobContext, job: str, *, bound_offset: int = 0, extend_on_resume: bool = False
+    run: ListingRun, *, bound_offset: int = 0, extend_on_resume: bool = False
 ) -> tuple[CheckpointStore, ListingRecord]:
     """This run's listing: adopted from a failed run, or fresh with its windows.
 
@@ -150,28 +171,27 @@ def open_listing(
     adopted listing also gets a window up to this run's bound: a job that writes must see
     the customers the run it resumes created after that run's bound.
     """
-    store = CheckpointStore(ctx.state.engine)
-    created_lt = int(ctx.started_at.timestamp()) + bound_offset
-    adopted = _adopt(ctx, store, job)
+    store = CheckpointStore(run.state.engine)
+    created_lt = int(run.started_at.timestamp()) + bound_offset
+    adopted = _adopt(run, store)
     if adopted is not None:
         if extend_on_resume:
-            adopted = store.extend_listing(ctx.run_id, created_lt)
+            adopted = store.extend_listing(run.run_id, created_lt)
         return store, adopted
-    work_dir = work_dir_for(Path(ctx.out_dir).absolute(), job, ctx.run_id)
+    work_dir = work_dir_for(Path(run.out_dir).absolute(), run.job, run.run_id)
     listing = store.start_listing(
-        ctx.run_id,
-        job,
+        run.run_id,
+        run.job,
         created_lt=created_lt,
         work_dir=str(work_dir),
-        windows=window_bounds(created_lt, ctx.settings.resume.windows),
+        windows=window_bounds(created_lt, run.windows),
     )
-    _sweep_abandoned(store, job, keep=listing.listing_id)
+    _sweep_abandoned(store, run.job, keep=listing.listing_id)
     return store, listing
 
 
-def list_customers(
-    ctx: JobContext,
-    job: str,
+def walk_customers(
+    run: ListingRun,
     *,
     expand: Sequence[str] = (),
     on_page: OnPage | None = None,
@@ -179,7 +199,7 @@ def list_customers(
     extend_on_resume: bool = False,
     keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], ListingRecord]:
-    """Every customer created before the listing's bound, resuming where the options say.
+    """Every customer created before the listing's bound, resuming where `run` says.
 
     Newest first, ties by id. `on_page` sees each page fetched by this run as it arrives
     (not the pages a resumed run reads back), so per-customer calls can start early.
@@ -187,8 +207,7 @@ def list_customers(
     needs is held for the whole listing).
     """
     finished, listing = _page(
-        ctx,
-        job,
+        run,
         expand=expand,
         on_page=on_page,
         bound_offset=bound_offset,
@@ -199,42 +218,38 @@ def list_customers(
     return merge_records(read_parts(work_dir, pages, keep)), listing
 
 
-def list_customers_frame(
-    ctx: JobContext, job: str, metadata_keys: Sequence[str]
+def walk_customers_frame(
+    run: ListingRun, metadata_keys: Sequence[str]
 ) -> tuple[pd.DataFrame, ListingRecord]:
     """The same listing as the customers snapshot, built from the stored pages by Arrow:
     no Python object per customer, for jobs that need only the snapshot."""
-    finished, listing = _page(ctx, job)
-    with ctx.phase("snapshot"):
+    finished, listing = _page(run)
+    with run.phase("snapshot"):
         return listing_frame(Path(listing.work_dir), finished, metadata_keys), listing
 
 
 def _page(
-    ctx: JobContext,
-    job: str,
+    run: ListingRun,
     *,
     expand: Sequence[str] = (),
     on_page: OnPage | None = None,
     bound_offset: int = 0,
     extend_on_resume: bool = False,
 ) -> tuple[list[WindowCheckpoint], ListingRecord]:
-    store, listing = open_listing(
-        ctx, job, bound_offset=bound_offset, extend_on_resume=extend_on_resume
-    )
-    stop = ctx.options.get(STOP_OPTION)
-    limiter = ctx.gateway.limiter
-    with ctx.phase("listing"), progress("listing customers") as advance:
+    store, listing = open_listing(run, bound_offset=bound_offset, extend_on_resume=extend_on_resume)
+    limiter = run.gateway.limiter
+    with run.phase("listing"), progress("listing customers") as advance:
         finished = page_windows(
-            ctx.gateway,
+            run.gateway,
             store,
             listing.listing_id,
             Path(listing.work_dir),
             workers=workers_for(min(limiter.global_limit, limiter.per_endpoint_limit)),
             expand=expand,
-            stop=stop if isinstance(stop, threading.Event) else None,
+            stop=run.stop,
             advance=advance,
             on_page=on_page,
-            file_mode=ctx.settings.reports.file_mode,
+            file_mode=run.file_mode,
             on_resume=lambda rows, pages: log.info(
                 "stored pages read back", customers=rows, pages=pages
             ),
@@ -242,16 +257,19 @@ def _page(
     return finished, listing
 
 
-def forget_listing(outcome: RunOutcome, settings: Settings) -> None:
-    """AfterRun: the report is in place, so the run's work folder and cursors can go."""
+def forget_listing(state_url: str, run_id: str) -> None:
+    """The report is in place, so the run's work folder and cursors can go.
+
+    Never raises: a finished run is not turned into a failure over cleanup.
+    """
     try:
-        state = StateStore(settings.state.url)
-    except Exception as exc:  # never turn a finished run into a failure over cleanup
+        state = StateStore(state_url)
+    except Exception as exc:
         log.warning("could not open the state database to clean up", error=type(exc).__name__)
         return
     try:
         store = CheckpointStore(state.engine)
-        listing = store.listing_of(outcome.run_id)
+        listing = store.listing_of(run_id)
         if listing is not None:
             remove_work_dir(Path(listing.work_dir))
             store.forget_listing(listing.listing_id)
