@@ -54,7 +54,8 @@ class SandboxConfig:
     clock: Callable[[], float] | None = None
 
 
-def _state_for(config: SandboxConfig) -> SandboxState:
+def _state_for(config: SandboxConfig, say: Callable[[str], None] | None = None) -> SandboxState:
+    """The seeded state; `say` hears one line on what became of the users database."""
     state = SandboxState(
         store=SandboxStore(SandboxClock(config.clock or time.time)),
         request_log=RequestLog(config.max_log_entries),
@@ -77,7 +78,13 @@ def _state_for(config: SandboxConfig) -> SandboxState:
         account = generate_account(config.seed_customers, seed=config.seed, now=now)
         load_account(state.store, "test", account)
         if config.users_db:
-            write_users_db(account, config.users_db)
+            from sandbox.seed import users_db_shown
+
+            reseeded = write_users_db(account, config.users_db)
+            if say is not None:
+                verb = "reseeded (an earlier sandbox run wrote it)" if reseeded else "written"
+                shown = users_db_shown(config.users_db)
+                say(f"users table in {shown}: {verb}, {len(account.users)} users")
         if config.ground_truth_path is not None:
             write_ground_truth(account, config.ground_truth_path)
     return state
@@ -231,7 +238,8 @@ class SandboxServer:
 
 def serve_forever(config: SandboxConfig) -> None:
     """Serve in the foreground; print the URL once listening; SIGINT/SIGTERM stop cleanly."""
-    state = _state_for(config)
+    said: list[str] = []
+    state = _state_for(config, said.append)
     # The seeded store lives as long as the server: out of the collector's sight, so a
     # full collection walks only what requests make, not a million customers (each such
     # walk held every answer back and sent them in bursts).
@@ -243,7 +251,10 @@ def serve_forever(config: SandboxConfig) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         runner, port = await _start_site(state, config.host, config.port)
+        # The URL comes first: scripts read it from the first line.
         print(f"Stripe sandbox listening on http://{config.host}:{port}", flush=True)
+        for line in said:
+            print(line, flush=True)
         try:
             await stopping.wait()
         finally:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 import sqlalchemy as sa
 
+from reconcile.errors import UserDBError
+
 if TYPE_CHECKING:
     from sandbox.store import SandboxStore
 
@@ -54,6 +56,8 @@ __all__ = [
     "generate_account",
     "listed_customers",
     "load_into_sandbox",
+    "users_db_shown",
+    "users_db_url",
     "users_snapshot",
     "write_ground_truth",
     "write_users_db",
@@ -729,9 +733,10 @@ def load_into_sandbox(store: SandboxStore, account: SeededAccount) -> tuple[int,
     return load_account(store, "test", account)
 
 
+_METADATA = sa.MetaData()
 _USERS = sa.Table(
     "users",
-    sa.MetaData(),
+    _METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("email", sa.String(320)),
     sa.Column("name", sa.String(200)),
@@ -739,28 +744,80 @@ _USERS = sa.Table(
     sa.Column("stripe_customer_id", sa.String(64)),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
 )
+# Written beside `users`: its presence says the sandbox made that table, so a later run may
+# replace its rows. A `users` table without it may be someone's real data and is left alone.
+_SEED_MARK = sa.Table(
+    "stripe_sandbox_seed",
+    _METADATA,
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("customers", sa.Integer, nullable=False),
+    sa.Column("now", sa.BigInteger, nullable=False),
+)
 
 
-def write_users_db(account: SeededAccount, url_or_path: str, *, chunk_size: int = 50_000) -> None:
-    """Create the `users` table at a SQLAlchemy URL (or a SQLite file path) and fill it."""
-    url = url_or_path if "://" in url_or_path else f"sqlite:///{url_or_path}"
-    engine = sa.create_engine(url)
+def users_db_url(url_or_path: str) -> str:
+    """A SQLAlchemy URL for `write_users_db`'s argument (a URL, or a SQLite file path)."""
+    return url_or_path if "://" in url_or_path else f"sqlite:///{url_or_path}"
+
+
+def users_db_shown(url_or_path: str) -> str:
+    """The users database as messages name it: a SQLite file, or the URL without password."""
+    url = sa.make_url(users_db_url(url_or_path))
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def write_users_db(account: SeededAccount, url_or_path: str, *, chunk_size: int = 50_000) -> bool:
+    """Create the `users` table at a SQLAlchemy URL (or a SQLite file path) and fill it.
+
+    A `users` table an earlier call wrote is emptied and refilled, in one transaction:
+    returns True when it did so, False when it created the table. A `users` table it did not
+    write is never touched: UserDBError. Errors name the database without its password and
+    carry no row (the rows are generated personal data).
+    """
+    url = users_db_url(url_or_path)
+    shown = users_db_shown(url_or_path)
+    rows = [
+        {
+            **user,
+            "deleted_at": (
+                datetime.fromisoformat(user["deleted_at"]) if user["deleted_at"] else None
+            ),
+        }
+        for user in account.users
+    ]
+    engine = sa.create_engine(url, hide_parameters=True)
     try:
-        _USERS.metadata.create_all(engine)
-        rows = [
-            {
-                **user,
-                "deleted_at": (
-                    datetime.fromisoformat(user["deleted_at"]) if user["deleted_at"] else None
-                ),
-            }
-            for user in account.users
-        ]
         with engine.begin() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            reseed = _USERS.name in tables
+            if reseed and _SEED_MARK.name not in tables:
+                raise UserDBError(
+                    f"{shown} already has a users table the sandbox did not write (or wrote "
+                    "before it marked its tables); it is left alone: remove it or give "
+                    "--users-db another database"
+                )
+            _METADATA.create_all(conn)  # only the tables missing
+            conn.execute(_SEED_MARK.delete())
+            if reseed:
+                conn.execute(_USERS.delete())
+            conn.execute(
+                _SEED_MARK.insert(),
+                {"seed": account.seed, "customers": len(account.customers), "now": account.now},
+            )
             for start in range(0, len(rows), chunk_size):
                 conn.execute(_USERS.insert(), rows[start : start + chunk_size])
+    except sa.exc.SQLAlchemyError as exc:
+        # The statement and its parameters stay out: they hold the generated names.
+        cause = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).splitlines()
+        raise UserDBError(
+            f"could not write the users table to {shown}: {type(exc).__name__}"
+            + (f" ({cause[0]})" if cause else "")
+        ) from None
     finally:
         engine.dispose()
+    return reseed
 
 
 def write_ground_truth(account: SeededAccount, path: Path) -> None:

@@ -848,7 +848,3 @@ class SandboxStore:
         if object_id in store.customers or object_id in store.payment_methods:
             return other
         return None
-
-    def all_ids(self, mode: str) -> Iterable[str]:
-        with self.lock:
-            return [record.id for record in self.mode(mode).newest_first()]

@@ -37,7 +37,7 @@ def test_all_cards_counts_a_customer_deleted_before_its_call(world: SeededWorld)
 
 
 def test_unless_deleted_gives_deleted_meanwhile_for_a_deleted_customer(world: SeededWorld) -> None:
-    customer_id = next(iter(world.sandbox.store.all_ids("test")))
+    customer_id = next(world.sandbox.store.mode("test").newest_first()).id
     world.sandbox.store.mark_deleted("test", [customer_id])
     gateway = fast_gateway(world.settings)
     try:
@@ -69,7 +69,7 @@ def test_unless_deleted_raises_a_404_of_the_other_mode(world: SeededWorld) -> No
 
 def test_unless_deleted_keeps_a_404_about_something_else(world: SeededWorld) -> None:
     # The customer is there: a 404 naming another object is not its deletion.
-    customer_id = next(iter(world.sandbox.store.all_ids("test")))
+    customer_id = next(world.sandbox.store.mode("test").newest_first()).id
     gateway = fast_gateway(world.settings)
     try:
         with pytest.raises(StripeNotFoundError) as raised:

@@ -20,7 +20,14 @@ def test_missing_key_is_a_401_with_stripes_body(raw: Raw) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["pk_test_publishable0001", "sk_prod_abcdefgh12345", "whatever", "sk_test_short"]
+    "key",
+    [
+        "pk_test_publishable0001",
+        "sk_prod_abcdefgh12345",
+        "whatever",
+        "SK_TEST_abcdefgh12345",
+        "sktest_abcdefgh12345",
+    ],
 )
 def test_unknown_key_is_a_401_that_never_echoes_the_key(raw: Raw, key: str) -> None:
     response = raw("GET", "/v1/customers", key=key)
@@ -30,8 +37,36 @@ def test_unknown_key_is_a_401_that_never_echoes_the_key(raw: Raw, key: str) -> N
     assert key not in message
 
 
+@pytest.mark.parametrize(
+    ("key", "livemode"),
+    [
+        ("sk_test_123", False),
+        ("rk_test_1", False),
+        ("sk_test_with-dashes_and_underscores", False),
+        ("sk_live_x", True),
+        ("rk_live_9", True),
+    ],
+)
+def test_any_key_with_a_known_prefix_is_accepted_as_stripe_mock_does(
+    sandbox: SandboxServer, key: str, livemode: bool
+) -> None:
+    short = make_client(sandbox, key)
+    created = short.v1.customers.create({"name": "Short"})
+    assert created.livemode is livemode
+    assert [c.id for c in short.v1.customers.list({}).data] == [created.id]
+    mode = "live" if livemode else "test"
+    assert sandbox.request_log.entries()[-1].mode == mode
+
+
+@pytest.mark.parametrize("prefix", ["sk_test_", "rk_live_"])
+def test_a_bare_prefix_is_a_401(raw: Raw, prefix: str) -> None:
+    response = raw("GET", "/v1/customers", key=prefix)
+    assert response.status_code == 401
+    assert response.json()["error"]["message"].startswith("Invalid API Key provided: ")
+
+
 def test_sdk_raises_authentication_error(sandbox: SandboxServer) -> None:
-    bad = make_client(sandbox, "sk_test_wrong")
+    bad = make_client(sandbox, "sk_prod_wrong")
     with pytest.raises(stripe.AuthenticationError):
         bad.v1.customers.list({})
 

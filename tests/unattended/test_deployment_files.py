@@ -281,9 +281,17 @@ def test_compose_runs_stripe_mock_postgres_and_a_trial() -> None:
 
 def test_dockerfile_is_slim_non_root_and_pinned() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
-    assert bases
-    assert all(re.match(r"python:\d+\.\d+\.\d+-slim", b) for b in bases)
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", dockerfile, re.M)
+    assert stages
+    names = {name for _, name in stages if name}
+    # Every image pulled from outside is a pinned slim Python; the others are earlier stages.
+    pulled = [base for base, _ in stages if base not in names]
+    assert all(re.match(r"python:\d+\.\d+\.\d+-slim", base) for base in pulled)
+    # A plain `docker build .` builds the last stage: production, without the sandbox.
+    production = dockerfile.split("\nFROM ")[-1]
+    assert production.startswith("runtime AS production")
+    assert "COPY --from=build " in production
+    assert "sandbox" not in production.split("\n", 1)[1]
     assert re.search(r"^USER 10001", dockerfile, re.M)
     assert "-r requirements.lock" in dockerfile
     assert "--no-deps ." in dockerfile
