@@ -10,10 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,13 @@ import pyarrow as pa
 from reconcile.atomic import StagedFolder, staged_folder, staging_name, sweep_stale_staging
 from reconcile.errors import ConfigError
 from reconcile.logs import get_logger
+from reports.changes import RunChanges
 from reports.errors import ReportWriteError
-from reports.html import render_summary_html
+from reports.html import HtmlOptions, render_summary_html
+from reports.run_id import new_run_id
 from reports.tables import (
     contract_findings,
     counts_by_kind,
-    counts_by_kind_and_severity,
     counts_by_severity,
     safe_file_stem,
     to_arrow,
@@ -42,14 +42,7 @@ __all__ = ["REPORT_FORMATS", "ReportWriteError", "new_run_id", "write_run_report
 log = get_logger(__name__)
 
 REPORT_FORMATS = ("csv", "parquet")
-_RESERVED_TABLE_NAMES = frozenset({"findings", "summary"})
-
-
-def new_run_id(now: datetime) -> str:
-    """`20261121T210501Z-3f9a1c`: UTC second, then randomness; sorts by time, safe as a name."""
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("new_run_id needs an aware datetime, e.g. datetime.now(UTC)")
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+_RESERVED_TABLE_NAMES = frozenset({"findings", "summary", "new", "resolved"})
 
 
 @dataclass(frozen=True)
@@ -124,6 +117,7 @@ def _write_all(
     formats: tuple[str, ...],
     summary_json: str,
     summary_html: str,
+    changes: RunChanges | None,
 ) -> None:
     for table in tables:
         if "csv" in formats:
@@ -136,8 +130,31 @@ def _write_all(
     for kind, rows in per_kind:
         with folder.open_text(f"findings-{kind}.csv") as handle:
             write_csv(rows, handle)
+    # Changes since the last run, also for people: in the findings' columns, always CSV.
+    if changes is not None and changes.new is not None and changes.resolved is not None:
+        for name, rows in (("new", changes.new), ("resolved", changes.resolved)):
+            with folder.open_text(f"{name}.csv") as handle:
+                write_csv(contract_findings(rows), handle)
     folder.write_text("summary.json", summary_json)
     folder.write_text("summary.html", summary_html)
+
+
+def _file_names(
+    tables: list[_Table],
+    per_kind: list[tuple[str, pd.DataFrame]],
+    formats: tuple[str, ...],
+    changes: RunChanges | None,
+) -> set[str]:
+    """The names of the files `_write_all` writes beside summary.html (what it may link)."""
+    names = {f"findings-{kind}.csv" for kind, _ in per_kind}
+    for table in tables:
+        if "csv" in formats:
+            names.add(f"{table.name}.csv")
+        if table.arrow is not None:
+            names.add(f"{table.name}.parquet")
+    if changes is not None and changes.compared:
+        names |= {"new.csv", "resolved.csv"}
+    return names
 
 
 def _cause_and_fix(exc: OSError) -> tuple[str, str]:
@@ -163,14 +180,19 @@ def write_run_reports(
     formats: Sequence[str] = REPORT_FORMATS,
     extra_tables: Mapping[str, pd.DataFrame] | None = None,
     file_mode: int = 0o600,
+    changes: RunChanges | None = None,
+    html: HtmlOptions | None = None,
 ) -> Path:
     """Write `<out_dir>/<job>/<run_id>/` atomically and return its path.
 
     The folder holds `findings.csv` / `findings.parquet` (per `formats`, exactly the
     contract's columns), `findings-<kind>.csv` for each kind present, each extra table
     as `<name>.csv` / `<name>.parquet`, `summary.json` (the given summary plus
-    `job`, `run_id`, `counts_by_kind` and `counts_by_severity` where absent) and
-    `summary.html`. Files get `file_mode` (reports may hold personal data).
+    `job`, `run_id`, `counts_by_kind` and `counts_by_severity` where absent, and
+    `changes` from `changes`) and `summary.html`, shown as `html` says. With `changes`
+    compared with an earlier run, `new.csv` and `resolved.csv` hold the findings new in
+    this run and those of the earlier run gone from it. Files get `file_mode` (reports
+    may hold personal data).
 
     Raises ConfigError for unknown formats, ValueError for tables that break the
     contract (before anything is written) and ReportWriteError when the disk refuses;
@@ -187,8 +209,17 @@ def write_run_reports(
     full_summary: dict[str, Any] = {**summary, "job": job, "run_id": run_id}
     full_summary.setdefault("counts_by_kind", counts_by_kind(contract))
     full_summary.setdefault("counts_by_severity", counts_by_severity(contract))
+    if changes is not None:
+        full_summary["changes"] = changes.counts()
     summary_json = json.dumps(full_summary, indent=2, default=_json_default) + "\n"
-    summary_html = render_summary_html(full_summary, counts_by_kind_and_severity(contract))
+    summary_html = render_summary_html(
+        full_summary,
+        contract,
+        changes=changes,
+        plan=(extra_tables or {}).get("plan"),
+        links=_file_names(tables, per_kind, chosen, changes),
+        options=html,
+    )
 
     final = Path(out_dir) / job / run_id
     try:
@@ -197,7 +228,7 @@ def write_run_reports(
         if swept:
             log.warning("removed staging folders left by killed runs", count=len(swept))
         with staged_folder(final, staging_name(run_id, os.getpid()), file_mode) as folder:
-            _write_all(folder, tables, per_kind, chosen, summary_json, summary_html)
+            _write_all(folder, tables, per_kind, chosen, summary_json, summary_html, changes)
     except OSError as exc:
         cause, fix = _cause_and_fix(exc)
         raise ReportWriteError(

@@ -59,9 +59,11 @@ def test_run_folder_holds_the_contract(world: SeededWorld) -> None:
     assert set(phases) == {"users", "listing", "snapshot", "missing_lookups", "compare"}
     assert all(seconds >= 0 for seconds in phases.values())
     assert phases["listing"] > 0
-    assert sum(phases.values()) <= summary["duration_seconds"]
+    # The users are read while the listing's pages arrive: those overlap, the rest follow.
+    overlapped = max(phases["users"], phases["listing"] + phases["snapshot"])
+    assert overlapped + phases["missing_lookups"] + phases["compare"] <= summary["duration_seconds"]
     html = (run_dir / "summary.html").read_text()
-    assert "<svg" in html
+    assert "<svg" not in html  # bars are table cells: mail clients drop SVG
     assert "duplicate_email" in html
     assert oct((run_dir / "findings.csv").stat().st_mode & 0o777) == oct(0o600)
 
@@ -74,7 +76,8 @@ def test_listing_is_bounded_by_the_runs_start(world: SeededWorld) -> None:
         if e.method == "GET" and e.path == "/v1/customers"
     ]
     assert listings
-    # One `created` window per cursor (jobs.resume); the newest ends at the run's start.
+    # One `created` window per cursor (reconcile.listing.resume); the newest ends at the
+    # run's start.
     bounds = {e.params.get("created", {}).get("lt") for e in listings}
     assert None not in bounds
     assert max(int(b) for b in bounds) == outcome.summary["snapshot_created_lt"]
