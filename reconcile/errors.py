@@ -11,7 +11,9 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_DELIVERY_FAILED",
     "EXIT_FINDINGS",
+    "EXIT_INTERNAL",
     "EXIT_LOCKED",
+    "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_STRIPE",
     "EXIT_USERDB",
@@ -34,6 +36,10 @@ EXIT_USERDB = 4
 EXIT_LOCKED = 5
 EXIT_ACTIONS_FAILED = 6
 EXIT_DELIVERY_FAILED = 7
+# A lookup (`customer find`) matched nothing: an answer, not a failure of Stripe or the key.
+EXIT_NOT_FOUND = 8
+# Anything the project did not foresee (a bug): EX_SOFTWARE of sysexits.h.
+EXIT_INTERNAL = 70
 
 
 class ReconcileError(Exception):

@@ -40,9 +40,18 @@ _PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-
 REDACTED = "[redacted]"
 
 
+# The address the tool's own messages show as an example (example.com is reserved by
+# RFC 2606): no one's personal data, and useless once redacted.
+EXAMPLE_ADDRESS = "you@example.com"
+
+
+def _redact_address(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(0) == EXAMPLE_ADDRESS else "[email]"
+
+
 def redact_text(text: str) -> str:
     text = _KEY.sub(lambda m: mask_key(m.group(0)), text)
-    text = _EMAIL.sub("[email]", text)
+    text = _EMAIL.sub(_redact_address, text)
     return _PHONE.sub("[phone]", text)
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from reconcile.errors import ConfigError
 from reconcile.job_options import explain_error, scheduled_options
 from reconcile.mode import Mode, mode_of_key
-from reconcile.stripe_api.limiter import DEFAULT_LIMIT_SHARE, global_limit_for
+from reconcile.rate_limits import DEFAULT_LIMIT_SHARE, global_limit_for
 from reconcile.unattended_settings import (
     IncrementalSettings,
     MetricsSettings,
@@ -255,7 +255,7 @@ class Settings(_Section):
 
     @property
     def mode(self) -> Mode:
-        return mode_of_key(self.require_key())
+        return mode_of_key(self.require_key(), self.stripe.api_base)
 
     def require_key(self) -> str:
         if self.secret_key is None:
@@ -322,13 +322,15 @@ def _describe_error(error: Mapping[str, Any]) -> str:
     return f"{where}: {explain_error(error)}"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, given_by: str = "--config") -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"configuration file {path} not found: pass an existing file with --config "
-            f"or {CONFIG_ENV}"
+            f"configuration file {os.path.normpath(path.expanduser().absolute())} "
+            f"(from {given_by}) not found: "
+            f"pass an existing file with --config PATH or {CONFIG_ENV}=PATH, or neither "
+            "for the built-in defaults"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
@@ -401,13 +403,74 @@ def _read_userdb_url(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _resolve_path(value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _resolve_sqlite_url(value: Any, base: Path) -> Any:
+    """A SQLite URL's relative file made absolute against `base`; other URLs as they are."""
+    if not isinstance(value, str):
+        return value
+    match = re.match(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$", value.strip())
+    if match is None:
+        return value
+    prefix, database, query = match.group(1), match.group(2), match.group(3) or ""
+    # In-memory and URI-style (file:...) databases have no folder to resolve against.
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return value
+    path = Path(database).expanduser()
+    if path.is_absolute():
+        return f"{prefix}{path}{query}"
+    return f"{prefix}{base / path}{query}"
+
+
+# (section, setting) of every path-like setting a config file may hold.
+_FILE_PATHS = (
+    ("reports", "out"),
+    ("card_expiry", "reminder_template"),
+    ("metrics", "textfile_dir"),
+    ("incremental", "dir"),
+)
+_SQLITE_URLS = (("userdb", "url"), ("state", "url"))
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Paths written in a config file name places next to it, not in the folder the tool
+    happens to start in (under cron that is $HOME)."""
+    for names, resolve in ((_FILE_PATHS, _resolve_path), (_SQLITE_URLS, _resolve_sqlite_url)):
+        for section_name, setting in names:
+            section = raw.get(section_name)
+            if isinstance(section, dict) and setting in section:
+                section[setting] = resolve(section[setting], base)
+    schedule = raw.get("schedule")
+    jobs = schedule.get("jobs") if isinstance(schedule, dict) else None
+    if isinstance(jobs, dict):
+        for entry in jobs.values():
+            if isinstance(entry, dict) and "out" in entry:
+                entry["out"] = _resolve_path(entry["out"], base)
+
+
 def load_settings(
     config_path: Path | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read, merge and validate the settings; every problem is one ConfigError line."""
+    """Read, merge and validate the settings; every problem is one ConfigError line.
+
+    Relative paths in the file (SQLite URLs, folders, templates) resolve against the
+    file's own folder; without a file the built-in defaults are relative to the current
+    folder. Values from the environment are taken as given.
+    """
     environ = os.environ if env is None else env
-    path = config_path or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
-    raw: dict[str, Any] = _read_toml(path) if path is not None else {}
+    given_by = "--config"
+    path = config_path
+    if path is None and environ.get(CONFIG_ENV):
+        path, given_by = Path(environ[CONFIG_ENV]), CONFIG_ENV
+    raw: dict[str, Any] = _read_toml(path, given_by) if path is not None else {}
+    if path is not None:
+        folder = Path(os.path.normpath(path.expanduser().absolute().parent))
+        _resolve_relative_paths(raw, folder)
     for secret_name in ("secret_key", "api_key", "key"):
         if secret_name in raw.get("stripe", {}) or secret_name in raw:
             raise ConfigError(

@@ -7,32 +7,43 @@ value a string, so the comparison sees the same thing on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from reconcile.errors import UserDBError
-from reconcile.settings import UserDBSettings
+from reconcile.logs import get_logger
+from reconcile.rules.deletion import LinkedUser
+from reconcile.settings import Settings, UserDBSettings
 
-__all__ = ["LinkedUser", "TableInfo", "UserDB", "safe_url", "stringify"]
+# pandas is imported where users are read: a run's first Stripe request does not wait for
+# it (tests/startup).
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FeatureOff",
+    "LinkedUser",
+    "TableInfo",
+    "UserDB",
+    "read_only_engine",
+    "safe_url",
+    "stringify",
+]
+
+log = get_logger(__name__)
 
 # Values of a text (or untyped) deleted column that mean "not deleted", lowercased.
 _NOT_DELETED_TEXT = ("", "0", "false", "f", "no", "n")
-
-
-@dataclass(frozen=True)
-class LinkedUser:
-    """A user whose customer id column holds a given customer, as read just now."""
-
-    user_id: str
-    deleted: bool  # soft-deleted ([userdb] deleted_column); False without that column
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,108 @@ class TableInfo:
     table: str
     columns: tuple[str, ...]
     row_count: int
+
+
+@dataclass(frozen=True)
+class FeatureOff:
+    """An optional column left at its default name that the table does not have."""
+
+    setting: str  # "[userdb] name_column", "[userdb.metadata] plan"
+    column: str
+    feature: str
+    how_to_enable: str
+
+    def describe(self, table: str) -> str:
+        return (
+            f"{self.feature} switched off: table {table!r} has no column {self.column!r} "
+            f"({self.setting}); {self.how_to_enable}"
+        )
+
+
+def _optional_defaults() -> dict[str, str]:
+    """Setting -> column of the optional columns that are on by default."""
+    built_in = UserDBSettings()
+    defaults = {
+        "name_column": str(built_in.name_column),
+        "deleted_column": str(built_in.deleted_column),
+    }
+    defaults.update({f"metadata.{key}": column for key, column in built_in.metadata.items()})
+    return defaults
+
+
+_OPTIONAL_DEFAULTS = _optional_defaults()
+
+
+def _feature_off(setting: str, column: str) -> FeatureOff:
+    if setting == "name_column":
+        return FeatureOff(
+            "[userdb] name_column",
+            column,
+            "name comparison (stale name findings, sync_name)",
+            "to turn it on, set [userdb] name_column to the column holding names",
+        )
+    if setting == "deleted_column":
+        return FeatureOff(
+            "[userdb] deleted_column",
+            column,
+            "soft-delete checks (deleted_user_customer findings, gdpr-delete)",
+            "to turn them on, set [userdb] deleted_column to the column marking deleted users",
+        )
+    key = setting.split(".", 1)[1]
+    return FeatureOff(
+        f"[userdb.metadata] {key}",
+        column,
+        f"metadata comparison of {key!r} (stale metadata findings, sync-metadata)",
+        f'to turn it on, map it under [userdb.metadata] to its column ({key} = "COLUMN")',
+    )
+
+
+def _missing_column_fix(setting: str, label: str) -> str:
+    if setting.startswith("metadata."):
+        return f"map {label} to one of them, or remove it"
+    if setting in ("name_column", "deleted_column"):
+        return f'set {label} to one of them, or to "" to switch what it serves off'
+    return f"set {label} to one of them"
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory or URI-style database."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine whose connections cannot write: the user database is the application's.
+
+    SQLite opens the file with `mode=ro` (never creating it); PostgreSQL sessions start
+    with `default_transaction_read_only`. Other engines are opened as given.
+    """
+    parsed = sa.make_url(url)
+    path = _sqlite_file(parsed)
+    if path is not None and parsed.get_driver_name() == "pysqlite":
+        uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+        return sa.create_engine(
+            parsed.set(database=None, query={}),
+            creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+            # The URL has no file left in it; without a pool class SQLAlchemy would take it
+            # for an in-memory database and keep one connection per thread.
+            poolclass=sa.pool.QueuePool,
+        )
+    engine = sa.create_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION default_transaction_read_only = on")
+            cursor.close()
+            dbapi_connection.commit()
+
+    return engine
 
 
 def safe_url(url: str) -> str:
@@ -122,12 +235,18 @@ def _soft_deleted(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[bool
 
 
 class UserDB:
-    """Reads (and, for the link-users job, writes back customer ids to) the users table."""
+    """Reads (and, for the link-users job, writes back customer ids to) the users table.
+
+    Reads go through a read-only engine; the writes of link-users and gdpr-delete open a
+    writable one of their own, on first use. `engine`, when given, serves both.
+    """
 
     def __init__(self, settings: UserDBSettings, engine: Engine | None = None) -> None:
         self.settings = settings
+        self.features_off: tuple[FeatureOff, ...] = ()
+        self._writer: Engine | None = engine
         try:
-            self.engine = engine or sa.create_engine(settings.url)
+            self.engine = engine or read_only_engine(settings.url)
         except Exception as exc:
             raise UserDBError(
                 f"[userdb] url {safe_url(settings.url)} is not a usable SQLAlchemy URL "
@@ -138,6 +257,34 @@ class UserDB:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._writer is not None and self._writer is not self.engine:
+            self._writer.dispose()
+
+    @property
+    def write_engine(self) -> Engine:
+        if self._writer is None:
+            self._writer = sa.create_engine(self.settings.url)
+        return self._writer
+
+    def effective_settings(self, settings: Settings) -> Settings:
+        """`settings` with the optional columns the table lacks switched off (reflects it)."""
+        self.table()
+        if settings.userdb == self.settings:
+            return settings
+        return settings.model_copy(update={"userdb": self.settings})
+
+    def _check_file_exists(self) -> None:
+        try:
+            path = _sqlite_file(sa.make_url(self.settings.url))
+        except Exception:  # an unparsable URL is reported when the engine is made
+            return
+        if path is not None and not path.is_file():
+            raise UserDBError(
+                f"the user database file {path.absolute()} does not exist ([userdb] url "
+                f"{safe_url(self.settings.url)}); it is never created: point [userdb] url "
+                "at your users database in the configuration file (--config PATH or "
+                "STRIPE_RECONCILE_CONFIG) or set STRIPE_RECONCILE_USERDB_URL"
+            )
 
     @property
     def _wanted_columns(self) -> dict[str, str]:
@@ -162,6 +309,7 @@ class UserDB:
     def table(self) -> sa.Table:
         if self._table is not None:
             return self._table
+        self._check_file_exists()
         schema, _, name = self.settings.table.rpartition(".")
         try:
             table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.engine)
@@ -173,19 +321,47 @@ class UserDB:
         except SQLAlchemyError as exc:
             raise self._connection_error(exc) from None
         present = set(table.columns.keys())
+        off: list[tuple[str, str]] = []
         for setting, column in self._wanted_columns.items():
-            if column not in present:
-                label = (
-                    f"[userdb.metadata] {setting.split('.', 1)[1]}"
-                    if setting.startswith("metadata.")
-                    else f"[userdb] {setting}"
-                )
-                raise UserDBError(
-                    f"column {column!r} ({label}) not found in table {self.settings.table!r}; "
-                    f"its columns are: {', '.join(sorted(present))}"
-                )
+            if column in present:
+                continue
+            if _OPTIONAL_DEFAULTS.get(setting) == column:
+                off.append((setting, column))
+                continue
+            label = (
+                f"[userdb.metadata] {setting.split('.', 1)[1]}"
+                if setting.startswith("metadata.")
+                else f"[userdb] {setting}"
+            )
+            raise UserDBError(
+                f"column {column!r} ({label}) not found in table {self.settings.table!r}; "
+                f"its columns are: {', '.join(sorted(present))}: "
+                f"{_missing_column_fix(setting, label)}"
+            )
+        if off:
+            self._switch_off(off)
         self._table = table
         return table
+
+    def _switch_off(self, off: list[tuple[str, str]]) -> None:
+        """Optional columns at their default names that the table lacks: their features
+        are off, as if the settings had left them out."""
+        update: dict[str, Any] = {}
+        metadata = dict(self.settings.metadata)
+        for setting, _column in off:
+            if setting.startswith("metadata."):
+                metadata.pop(setting.split(".", 1)[1], None)
+            else:
+                update[setting] = None
+        if metadata != self.settings.metadata:
+            update["metadata"] = metadata
+        self.settings = self.settings.model_copy(update=update)
+        self.features_off = tuple(_feature_off(setting, column) for setting, column in off)
+        log.info(
+            "optional columns absent: features off",
+            table=self.settings.table,
+            off="; ".join(f.describe(self.settings.table) for f in self.features_off),
+        )
 
     def _connection_error(self, exc: Exception) -> UserDBError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -218,6 +394,9 @@ class UserDB:
 
     def read_users(self) -> pd.DataFrame:
         """The users snapshot: user_id, email, name, customer_id, deleted, meta.<key>..."""
+        import pandas as pd
+
+        self.table()  # first: the optional columns the table lacks leave the wanted ones
         names = list(self._wanted_columns)
         # Rows as plain tuples: pandas probes each Row for attributes (an exception each).
         frames = [
@@ -232,6 +411,8 @@ class UserDB:
         return self._to_snapshot(raw)
 
     def _to_snapshot(self, raw: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
         def strings(column: str) -> pd.Series:
             values = raw[column]
             # Text columns (the usual case) are strings already; others are canonicalised.
@@ -270,6 +451,8 @@ class UserDB:
         `deleted`, `meta.<key>`, NULLs as None), read as `read_users` reads every row; None
         when there is no such user. A write re-reads the row it depends on just before it
         is sent: the run's snapshot may be as old as its listing."""
+        import pandas as pd
+
         table = self.table()
         wanted = self._wanted_columns
         id_column = table.c[self.settings.id_column]
@@ -356,7 +539,7 @@ class UserDB:
             .values({self.settings.customer_id_column: value})
         )
         try:
-            with self.engine.begin() as conn:
+            with self.write_engine.begin() as conn:
                 written = conn.execute(statement).rowcount
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

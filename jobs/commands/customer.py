@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from jobs.apply import CONFIRM_LIVE_ENV, live_confirmed
 from jobs.commands.support import ReconcileGroup, config_option, load
-from reconcile.errors import ConfigError, ReconcileError
+from reconcile.errors import EXIT_NOT_FOUND, ConfigError, ReconcileError, StripeNotFoundError
 from reconcile.logs import redact_text
 from reconcile.mode import Mode
 from reconcile.settings import Settings
@@ -76,6 +76,17 @@ def _confirm_option(func: F) -> F:
         is_flag=True,
         help=f"Allow this write in live mode (unattended: {CONFIRM_LIVE_ENV}=1).",
     )(func)
+
+
+@contextmanager
+def _not_found_is_exit_8() -> Iterator[None]:
+    """A customer or payment method that does not exist is an answer (exit 8), not a
+    failure of Stripe or of the key (exit 3)."""
+    try:
+        yield
+    except StripeNotFoundError as exc:
+        vars(exc)["exit_code"] = EXIT_NOT_FOUND
+        raise
 
 
 class _Session:
@@ -177,7 +188,7 @@ def find(
     user_id: str | None,
     as_json: bool,
 ) -> None:
-    """Show the customers with this email or user id (exit 1 when none)."""
+    """Show the customers with this email or user id (exit 8 when none)."""
     from reconcile.stripe_api.customer_ops import find_by_email, find_by_user_id
 
     if (email is None) == (user_id is None):
@@ -189,7 +200,11 @@ def find(
         else find_by_user_id(session.gateway, str(user_id), session.metadata_key)
     )
     _echo(found, session.metadata_key, as_json)
-    ctx.exit(0 if found else 1)
+    if not found:
+        # The value is not repeated: an email is personal data, and stderr may be logged.
+        given = "--email" if email is not None else f"--user-id (metadata {session.metadata_key})"
+        click.echo(f"stripe-reconcile: no customer matches this {given}", err=True)
+        ctx.exit(EXIT_NOT_FOUND)
 
 
 @customer.command("get-or-create")
@@ -248,9 +263,10 @@ def update_metadata_command(
     changes = parse_metadata_pairs(pairs)
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
-    updated, _key = update_metadata(
-        session.gateway, customer_id, changes, intent=session.run_id, audit=session.audited
-    )
+    with _not_found_is_exit_8():
+        updated, _key = update_metadata(
+            session.gateway, customer_id, changes, intent=session.run_id, audit=session.audited
+        )
     _echo([updated], session.metadata_key, as_json)
 
 
@@ -276,14 +292,15 @@ def attach_pm(
 
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
-    updated = attach_payment_method(
-        session.gateway,
-        customer_id,
-        payment_method_id,
-        intent=session.run_id,
-        audit=session.audited,
-        default=make_default,
-    )
+    with _not_found_is_exit_8():
+        updated = attach_payment_method(
+            session.gateway,
+            customer_id,
+            payment_method_id,
+            intent=session.run_id,
+            audit=session.audited,
+            default=make_default,
+        )
     _echo([updated], session.metadata_key, as_json)
 
 
@@ -300,9 +317,10 @@ def delete(
 
     session = _Session(ctx, config_path)
     session.require_write(confirm_live)
-    deletion = delete_customer(
-        session.gateway, customer_id, intent=session.run_id, audit=session.audited
-    )
+    with _not_found_is_exit_8():
+        deletion = delete_customer(
+            session.gateway, customer_id, intent=session.run_id, audit=session.audited
+        )
     if deletion.deleted_now:
         click.echo(f"deleted {customer_id}")
     else:

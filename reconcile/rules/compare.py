@@ -404,6 +404,14 @@ def _differs(stripe: pd.Series, local: pd.Series) -> pd.Series:
     return (presence_differs | value_differs).astype(bool)
 
 
+def _sync_action(field_name: str) -> str:
+    # sync-metadata writes email and name only when its option says so; without it the
+    # plan holds nothing for these findings.
+    if field_name in ("email", "name"):
+        return f"run sync-metadata with [maintenance] sync_{field_name} = true"
+    return "run sync-metadata"
+
+
 def _stale_metadata(s: _Snapshots) -> pd.DataFrame:
     users, cust, config = s.users, s.customers, s.config
     link_counts = users["customer_id"].value_counts()
@@ -475,7 +483,7 @@ def _stale_metadata(s: _Snapshots) -> pd.DataFrame:
                     "stripe_value": _text(stripe_raw[rows]),
                     "local_value": _text(local_raw[rows]),
                     "detail": detail,
-                    "suggested_action": "run sync-metadata",
+                    "suggested_action": _sync_action(field_name),
                 },
             )
         )

@@ -298,7 +298,13 @@ def test_stale_metadata_one_row_per_differing_field() -> None:
     assert rows[("cus_2", "metadata.plan")]["local_value"] == "team"
     assert rows[("cus_3", "email")]["stripe_value"] == "new@x.org"
     assert rows[("cus_3", "email")]["local_value"] == "old@x.org"
-    assert all(r["suggested_action"] == "run sync-metadata" for r in rows.values())
+    # sync-metadata plans email and name changes only with their option set: the action says so.
+    assert {field: r["suggested_action"] for (_cid, field), r in rows.items()} == {
+        "metadata.user_id": "run sync-metadata",
+        "metadata.plan": "run sync-metadata",
+        "email": "run sync-metadata with [maintenance] sync_email = true",
+        "name": "run sync-metadata with [maintenance] sync_name = true",
+    }
     assert all(r["severity"] == "info" for r in rows.values())
 
 

@@ -111,19 +111,35 @@ def test_inspect_reports_columns_and_rows(database_url: str) -> None:
 
 
 def test_missing_table_is_named(database_url: str) -> None:
+    make_users_table(database_url, ROWS)
     db = UserDB(UserDBSettings(url=database_url, table="members"))
     with pytest.raises(UserDBError, match=r"\[userdb\] table 'members' not found") as raised:
         db.read_users()
     assert raised.value.exit_code == 4
 
 
-def test_missing_column_is_named_with_its_setting(database_url: str) -> None:
+def test_an_explicitly_set_missing_column_is_named_with_its_table_and_fix(
+    database_url: str,
+) -> None:
     make_users_table(database_url, ROWS, extra=False)
-    db = UserDB(UserDBSettings(url=database_url))
-    with pytest.raises(UserDBError, match=r"column 'deleted_at' \(\[userdb\] deleted_column\)"):
+    db = UserDB(UserDBSettings(url=database_url, deleted_column="removed_at"))
+    with pytest.raises(
+        UserDBError,
+        match=r"column 'removed_at' \(\[userdb\] deleted_column\) not found in table 'users'; "
+        r"its columns are: .*: set \[userdb\] deleted_column to one of them, or to \"\"",
+    ) as raised:
         db.read_users()
-    db = UserDB(UserDBSettings(url=database_url, deleted_column=None, metadata={"tier": "tier"}))
-    with pytest.raises(UserDBError, match=r"column 'tier' \(\[userdb.metadata\] tier\)"):
+    assert raised.value.exit_code == 4
+    db = UserDB(UserDBSettings(url=database_url, metadata={"tier": "tier"}))
+    with pytest.raises(
+        UserDBError,
+        match=r"column 'tier' \(\[userdb.metadata\] tier\) not found in table 'users'.*"
+        r"map \[userdb.metadata\] tier to one of them, or remove it",
+    ):
+        db.read_users()
+    # A required column at its default name is never optional.
+    db = UserDB(UserDBSettings(url=database_url, email_column="mail"))
+    with pytest.raises(UserDBError, match=r"column 'mail' \(\[userdb\] email_column\)"):
         db.read_users()
 
 

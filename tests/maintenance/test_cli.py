@@ -102,7 +102,7 @@ def test_customer_find_get_or_create_update_attach_delete(
     upper = _invoke(mworld, tmp_path, ["customer", "find", "--email", "U1@EXAMPLE.COM"])
     assert upper.stdout.startswith("id=cus_sync1\t")
     by_uid = _invoke(mworld, tmp_path, ["customer", "find", "--user-id", '4"\\'])
-    assert by_uid.exit_code == 1  # none, and the quote did not break the query
+    assert by_uid.exit_code == 8  # none, and the quote did not break the query
     assert by_uid.stdout == ""
     assert mworld.sandbox.request_log.entries()[-1].status == 200
 

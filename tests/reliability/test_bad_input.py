@@ -230,7 +230,7 @@ CASES: list[Case] = [
     Case("stripe-5xx-beyond-the-retry-budget", EXIT_STRIPE, "after 3 retries", stripe_keeps_failing),
     # --- user database -------------------------------------------------------------------
     Case("userdb-unreachable-server", EXIT_USERDB, "cannot read the user database postgresql+psycopg://nobody:***@127.0.0.1:9/users", setting("userdb", url="postgresql+psycopg://nobody:secret@127.0.0.1:9/users")),
-    Case("userdb-sqlite-folder-missing", EXIT_USERDB, "cannot read the user database sqlite:////nonexistent", setting("userdb", url="sqlite:////nonexistent/dir/users.db")),
+    Case("userdb-sqlite-folder-missing", EXIT_USERDB, "the user database file /nonexistent/dir/users.db does not exist", setting("userdb", url="sqlite:////nonexistent/dir/users.db")),
     Case("userdb-url-unusable", EXIT_USERDB, "is not a usable SQLAlchemy URL", setting("userdb", url="users.db")),
     Case("userdb-not-a-database", EXIT_USERDB, "cannot read the user database", not_a_database),
     Case("userdb-missing-table", EXIT_USERDB, "[userdb] table 'members' not found", setting("userdb", table="members")),

@@ -33,7 +33,9 @@ NOT_RUN = {"sandbox", "serve"}
 
 def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)  # list_commands/get_command: entry-point commands too
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         path = (*prefix, name)
         if isinstance(command, click.Group):
             found.append(path)  # groups may run on their own (`runs`)

@@ -37,7 +37,9 @@ def test_url_from_a_mounted_secret_file_without_its_trailing_newline(tmp_path: P
 
 
 def test_without_either_variable_the_file_decides(tmp_path: Path) -> None:
-    assert load_settings(_config(tmp_path), env={}).userdb.url == "sqlite:///from-config.db"
+    # A relative SQLite path in the file is relative to the file's folder.
+    expected = f"sqlite:///{tmp_path / 'from-config.db'}"
+    assert load_settings(_config(tmp_path), env={}).userdb.url == expected
     assert load_settings(None, env={"STRIPE_RECONCILE_USERDB_URL": _URL}).userdb.url == _URL
 
 
