@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/incremental_bench.py [--customers 1000000] [--changed 0.005]
                                                    [--latency-ms 300] [--verify]
+                                                   [--profile DIR]
 
 The sandbox runs in its OWN process (as in scale_bench), seeded with N customers and the
 matching users database, at Stripe's test-mode limits and 300 ms answers. Then, each run a
@@ -12,8 +13,10 @@ process of its own:
      names, metadata, new default cards, card-updater expiries, deletes, new customers;
   3. reconcile and card-expiry `--incremental`;
   4. with `--verify`, both again `--full`, and the findings compared kind by kind, id by id.
-It prints, per run: the listing, requests (reads), wall seconds, peak RSS, and for each
-job the incremental run's reads and wall as a share of the full run's (the goal: at most
+`--profile DIR` records each run with pyinstrument into `DIR/<job>-<listing>-<step>.txt`
+(and `.html`): where a run's own time goes. It prints, per run: the listing, requests
+(reads), wall seconds, peak RSS, and for each job the incremental run's reads and wall as a
+share of the full run's (the goal: at most
 2 % of the reads and 10 % of the time).
 """
 
@@ -72,7 +75,7 @@ def _settings(url: str, users_db: Path, work: Path) -> Settings:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(spec["url"], Path(spec["users_db"]), Path(spec["work"]))
-    limits: Limits = limits_for(False)
+    limits: Limits = limits_for(1.0)  # the whole of Stripe's test-mode limits
 
     def gateway(s: Settings) -> StripeGateway:
         limiter = RequestLimiter(
@@ -82,6 +85,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             s.require_key(), api_base=s.stripe.api_base, limiter=limiter, policy=retry_policy(s)
         )
 
+    profiler = _profiler() if spec.get("profile") else None
     started = time.perf_counter()
     outcome = execute_job(
         JOBS[spec["job"]],
@@ -90,6 +94,14 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         options={"incremental": spec["incremental"]},
         gateway_factory=gateway,
     )
+    wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.stop()
+        folder = Path(spec["profile"])
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"{spec['job']}-{outcome.summary.get('listing')}-{spec['step']}"
+        stem.with_suffix(".txt").write_text(profiler.output_text(unicode=False, show_all=False))
+        stem.with_suffix(".html").write_text(profiler.output_html())
     summary = outcome.summary
     findings = sorted(
         f"{kind}|{customer}|{user}"
@@ -106,11 +118,19 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "by_endpoint": summary.get("requests_by_endpoint", {}),
         "events_applied": summary.get("events_applied"),
         "read_back": summary.get("customers_read_back"),
-        "wall_s": time.perf_counter() - started,
+        "wall_s": wall,
         "phases": summary.get("phase_seconds", {}),
         "peak_rss_mb": _peak_rss_mb(),
         "findings": findings,
     }
+
+
+def _profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.005, async_mode="disabled")
+    profiler.start()
+    return profiler
 
 
 def in_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +237,12 @@ def _row(r: dict[str, Any]) -> str:
     )
 
 
+def _progress(r: dict[str, Any]) -> None:
+    # Each run as it ends, phases too: a long bench cut short still says what it measured.
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
+    print(f"{_row(r)}\n    phases: {phases}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -224,6 +250,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--jitter-ms", type=float, default=100.0)
     parser.add_argument("--verify", action="store_true", help="full runs after, compared")
+    parser.add_argument("--profile", help="record each run with pyinstrument into this folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -236,20 +263,20 @@ def main() -> None:
         work = Path(tmp)
         users_db = work / "users.db"
         seeding = time.perf_counter()
-        process, url = start_sandbox(
-            args.customers, users_db, fast=False, latency_ms=low, jitter_ms=spread
-        )
+        process, url = start_sandbox(args.customers, users_db, latency_ms=low, jitter_ms=spread)
         print(
             f"sandbox with {args.customers:,} customers up in {time.perf_counter() - seeding:.1f}s",
             file=sys.stderr,
             flush=True,
         )
-        base = {"url": url, "users_db": str(users_db), "work": str(work)}
+        base = {"url": url, "users_db": str(users_db), "work": str(work), "profile": args.profile}
         results: dict[tuple[str, str], dict[str, Any]] = {}
         try:
             for job in JOBS:
-                results[(job, "full")] = r = in_child({**base, "job": job, "incremental": False})
-                print(_row(r), file=sys.stderr, flush=True)
+                results[(job, "full")] = r = in_child(
+                    {**base, "job": job, "incremental": False, "step": "first"}
+                )
+                _progress(r)
             changing = time.perf_counter()
             counts = change_customers(url, users_db, args.changed)
             print(
@@ -259,15 +286,15 @@ def main() -> None:
             )
             for job in JOBS:
                 results[(job, "incremental")] = r = in_child(
-                    {**base, "job": job, "incremental": True}
+                    {**base, "job": job, "incremental": True, "step": "after-changes"}
                 )
-                print(_row(r), file=sys.stderr, flush=True)
+                _progress(r)
             if args.verify:
                 for job in JOBS:
                     results[(job, "verify")] = r = in_child(
-                        {**base, "job": job, "incremental": False}
+                        {**base, "job": job, "incremental": False, "step": "verify"}
                     )
-                    print(_row(r), file=sys.stderr, flush=True)
+                    _progress(r)
         finally:
             process.terminate()
             process.wait(timeout=60)

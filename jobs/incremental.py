@@ -5,14 +5,17 @@ A job asks `plan_listing` which listing this run takes (reconcile.rules.events.c
 After a full listing it calls `keep_full_listing`: the listed customers become the mirror,
 its watermark the listing's bound, and the events Stripe already listed from the overlap
 before it are marked as reflected. An incremental run (`update_mirror`) reads the events
-from `watermark - overlap`, applies each new one once in order, reads back from Stripe the
-customers whose events did not chain (reconcile.rules.events), saves the mirror and hands the
-job the same frame a full listing would have. The write jobs never come here: they list
-every customer and compare-and-set before each write.
+from `watermark - overlap` (by concurrent cursors: reconcile.listing.event_windows), applies
+each new one once in order, reads back from Stripe the customers whose events did not chain
+(reconcile.rules.events), saves the mirror and hands the job the same frame a full listing
+would have. card-expiry reads it as columns (`mirror_customers`, `mirror_default_cards`):
+no customer record is rebuilt. The write jobs never come here: they list every customer and
+compare-and-set before each write.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,11 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from jobs.base import JobContext
 from jobs.per_customer import scan_customers, scan_workers
 from reconcile.errors import ConfigError, StripeNotFoundError
+from reconcile.listing.event_windows import list_events_concurrently
 from reconcile.listing.mirror import (
     MirrorMeta,
     account_of,
@@ -37,6 +45,7 @@ from reconcile.listing.mirror import (
     tool_version,
 )
 from reconcile.logs import get_logger
+from reconcile.rules.cards import CARD_COLUMNS, card_from_object, cards_frame
 from reconcile.rules.events import (
     DELETED,
     EVENT_TYPES,
@@ -51,7 +60,7 @@ from reconcile.rules.events import (
     customer_row,
     events_in_order,
 )
-from reconcile.rules.snapshots import CUSTOMER_COLUMNS, meta_column
+from reconcile.rules.snapshots import CUSTOMER_COLUMNS, STRING_DTYPE, meta_column
 
 __all__ = [
     "DEFAULT_FACTS",
@@ -61,6 +70,8 @@ __all__ = [
     "keep_full_listing",
     "known_missing",
     "mirror_columns",
+    "mirror_customers",
+    "mirror_default_cards",
     "plan_listing",
     "reflected_events",
     "remember_missing",
@@ -220,8 +231,11 @@ def update_mirror(
         frame = load_mirror(plan.path)
     columns = list(frame.columns)
     with ctx.phase("events"):
-        listed = list(
-            ctx.gateway.list_events(created_gte=meta.watermark - overlap, types=EVENT_TYPES)
+        listed = list_events_concurrently(
+            ctx.gateway,
+            since=meta.watermark - overlap,
+            types=EVENT_TYPES,
+            workers=scan_workers(ctx.gateway.limiter),
         )
     ordered = events_in_order(listed, meta.applied_event_ids)
     customer_ids = {
@@ -417,3 +431,127 @@ def remember_missing(plan: ListingPlan, causes: Mapping[str, str]) -> None:
     """Keep this run's causes beside the mirror (when the run keeps one)."""
     if plan.choice.keep_mirror:
         save_known_missing(plan.path, plan.identity.account, plan.identity.mode, dict(causes))
+
+
+def mirror_customers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The mirror's customers as the snapshot (`customers_frame`) gives them: read as
+    columns, no customer record rebuilt."""
+    return frame.drop(columns=[c for c in (SOURCE, DEFAULT_FACTS) if c in frame.columns])
+
+
+_CARD_TEXT = ("brand", "last4", "fingerprint")
+_CARD_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("brand", pa.string()),
+    ("last4", pa.string()),
+    ("exp_month", pa.int64()),
+    ("exp_year", pa.int64()),
+    ("fingerprint", pa.string()),
+]
+# The default facts as card-expiry's listing trims them: a payment method with its card
+# inside, or a legacy card source with the card's fields at the top.
+_FACTS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("object", pa.string()),
+        ("type", pa.string()),
+        ("card", pa.struct(_CARD_FIELDS)),
+        *_CARD_FIELDS,
+    ]
+)
+
+
+def mirror_default_cards(frame: pd.DataFrame) -> pd.DataFrame:
+    """The default card of each mirrored customer, as `cards_frame(default_cards(...))`
+    gives them for the same customers: their `DEFAULT_FACTS` parsed as one batch by
+    Arrow instead of a JSON object per customer."""
+    held = frame[frame[DEFAULT_FACTS].notna().to_numpy()]
+    parsed = _parsed_facts(held[DEFAULT_FACTS])
+    if parsed is None:
+        return _cards_one_by_one(held)
+
+    def values(column: pd.Series) -> Any:
+        return np.asarray(column.astype(object).where(column.notna(), None), dtype=object)
+
+    method, source = values(held["default_payment_method"]), values(held[SOURCE])
+    fact_id = values(parsed["id"])
+    # What invoices charge: the default payment method, else the default source; facts
+    # of another object (stale) give no card, as in the records a listing gives.
+    is_default = np.where(
+        pd.notna(method), fact_id == method, pd.notna(source) & (fact_id == source)
+    )
+    kind = values(parsed["object"])
+    method_card = (kind == "payment_method") & (values(parsed["type"]) == "card")
+    method_card &= parsed["card_present"].to_numpy(dtype=bool)
+    keep = is_default.astype(bool) & (method_card | (kind == "card"))
+    out = pd.DataFrame(
+        {
+            "customer_id": values(held["customer_id"]),
+            "payment_method_id": fact_id,
+            **{
+                name: np.where(method_card, values(parsed[f"card.{name}"]), values(parsed[name]))
+                for name, _ in _CARD_FIELDS
+            },
+            "is_default": True,
+        }
+    )[keep]
+    return _as_cards_frame(out)
+
+
+def _parsed_facts(texts: pd.Series) -> pd.DataFrame | None:
+    """The facts' fields as columns (`card.<field>` for the card inside a payment method,
+    `card_present`), or None when some do not parse as card-expiry writes them."""
+    if texts.empty:
+        names = [*_FACTS_SCHEMA.names, *(f"card.{n}" for n, _ in _CARD_FIELDS), "card_present"]
+        return pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
+    # json.dumps escapes line breaks inside strings: one object per line.
+    body = "\n".join(texts.tolist()).encode()
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(body),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=_FACTS_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None  # a value of another type somewhere: read them one by one
+    if table.num_rows != len(texts):
+        return None
+    present = pc.is_valid(table.column("card"))
+    flat = table.flatten()
+    frame = pd.DataFrame(
+        {name: flat.column(name).to_numpy(zero_copy_only=False) for name in flat.column_names}
+    )
+    frame["card_present"] = present.to_numpy(zero_copy_only=False)
+    frame.index = texts.index
+    return frame
+
+
+def _cards_one_by_one(held: pd.DataFrame) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    for customer_id, method, source, raw in zip(
+        held["customer_id"],
+        held["default_payment_method"],
+        held[SOURCE],
+        held[DEFAULT_FACTS],
+        strict=True,
+    ):
+        found = json.loads(raw)
+        wanted = method if pd.notna(method) else (source if pd.notna(source) else None)
+        if wanted is None or not isinstance(found, dict) or found.get("id") != wanted:
+            continue
+        row = card_from_object(found, str(customer_id), is_default=True)
+        if row is not None:
+            rows.append(row)
+    return cards_frame(rows)
+
+
+def _as_cards_frame(found: pd.DataFrame) -> pd.DataFrame:
+    # The dtypes and order of reconcile.rules.cards.cards_frame.
+    frame = found[list(CARD_COLUMNS)].reset_index(drop=True)
+    for column in ("customer_id", "payment_method_id", *_CARD_TEXT):
+        values = frame[column].astype(object)
+        frame[column] = values.where(values.notna(), None).astype(STRING_DTYPE)
+    for column in ("exp_month", "exp_year"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame["is_default"] = frame["is_default"].fillna(False).astype(bool)
+    return frame.sort_values(["customer_id", "payment_method_id"], ignore_index=True)
