@@ -25,6 +25,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,7 +38,7 @@ from reconcile.errors import (
     StripeConnectionError,
     StripeNotFoundError,
 )
-from reconcile.job_options import DEFAULT_MAX_CHANGES
+from reconcile.job_options import DEFAULT_MAX_CHANGES, confirm_live_from_env
 from reconcile.logs import get_logger, redact_text
 from reconcile.mode import Mode
 from reconcile.rules.findings import empty_findings
@@ -125,30 +126,6 @@ def current_customer(ctx: JobContext, customer_id: str) -> dict[str, Any] | None
     return None if found.get("deleted") else found
 
 
-_CONFIRMED = ("1", "true", "yes")
-_NOT_CONFIRMED = ("", "0", "false", "no")
-
-
-def confirm_live_from_env(env: Mapping[str, str]) -> bool:
-    """Whether STRIPE_RECONCILE_CONFIRM_LIVE confirms live-mode writes and sends.
-
-    The one rule, for every command that writes or sends: 1, true or yes (any case) confirm;
-    unset, empty, 0, false or no do not; anything else is a ConfigError, since a typo must
-    neither confirm a live write nor pass unnoticed.
-    """
-    raw = env.get(CONFIRM_LIVE_ENV)
-    value = (raw or "").strip().lower()
-    if value in _CONFIRMED:
-        return True
-    if value in _NOT_CONFIRMED:
-        return False
-    shown = raw if raw is not None and len(raw) <= 20 else f"{(raw or '')[:20]}..."
-    raise ConfigError(
-        f"{CONFIRM_LIVE_ENV}={shown!r} is neither yes nor no: set it to 1, true or yes to "
-        "confirm live-mode writes and sends, or to 0, false, no (or unset it) not to"
-    )
-
-
 def live_confirmed(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
     """The run's `confirm_live` option, or the environment, confirms live mode.
 
@@ -202,6 +179,7 @@ def carry_out(
         **(facts or {}),
         "dry_run": ctx.dry_run,
         "planned_changes": len(writes),
+        "max_changes": int(ctx.options.get("max_changes", DEFAULT_MAX_CHANGES)),
         "skipped": int((plan["action"] == ACTION_SKIP).sum()),
     }
     result_findings = findings if findings is not None else empty_findings()
@@ -212,7 +190,12 @@ def carry_out(
             facts={**base_facts, "applied": 0, "failed": 0},
             extra_tables={"plan": plan},
         )
-    check_may_write(ctx, len(writes))
+    try:
+        check_may_write(ctx, len(writes))
+    except ConfigError as exc:
+        # A refused plan is what the person has to review: it is kept all the same.
+        folder = _keep_refused_plan(ctx, job, plan, result_findings, base_facts, exc.message)
+        raise ConfigError(f"{exc.message}; the refused plan is in {folder}") from None
     audit = AuditLog(ctx.state.engine)
     after_action: Callable[[int], None] | None = ctx.options.get("after_action")
     counts = {Outcome.APPLIED: 0, Outcome.UNCHANGED: 0, Outcome.SKIPPED: 0, Outcome.FAILED: 0}
@@ -244,6 +227,37 @@ def carry_out(
         },
         extra_tables={"plan": plan, "audit": audit_frame(audit.recorded)},
         failed_actions=failed,
+    )
+
+
+def _keep_refused_plan(
+    ctx: JobContext,
+    job: str,
+    plan: pd.DataFrame,
+    findings: pd.DataFrame,
+    facts: Mapping[str, Any],
+    reason: str,
+) -> Path:
+    """The run folder of a refused --apply: plan.csv and a summary saying why."""
+    from reports.writer import write_run_reports
+
+    summary = {
+        "status": "refused",
+        "mode": ctx.gateway.mode.value,
+        "started_at": ctx.started_at.isoformat(),
+        **facts,
+        "applied": 0,
+        "refused": reason,
+    }
+    return write_run_reports(
+        ctx.out_dir,
+        job,
+        ctx.run_id,
+        findings,
+        summary,
+        formats=ctx.settings.reports.formats,
+        extra_tables={"plan": plan},
+        file_mode=ctx.settings.reports.file_mode,
     )
 
 

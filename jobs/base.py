@@ -6,23 +6,33 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from reconcile.job_options import JobOptions
 from reconcile.listing.checkpoints import RunInterrupted
-from reconcile.rules.findings import empty_findings
 from reconcile.settings import Settings
-from reconcile.userdb import UserDB
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from reconcile.state.store import Lease, StateStore
     from reconcile.stripe_api.gateway import StripeGateway
+    from reconcile.userdb import UserDB
 
-__all__ = ["STOP_OPTION", "Job", "JobContext", "JobResult", "LeaseLostError"]
+__all__ = [
+    "RESUME_OPTION",
+    "RESUME_REQUESTED",
+    "STOP_OPTION",
+    "Job",
+    "JobContext",
+    "JobResult",
+    "LeaseLostError",
+    "resume_requested",
+]
 
 
 class LeaseLostError(RunInterrupted):
@@ -32,6 +42,17 @@ class LeaseLostError(RunInterrupted):
 # A threading.Event in a run's options: set, the run stops at its next stored page and
 # before its next write (SIGTERM/SIGINT to `run`, `serve` shutting down).
 STOP_OPTION = "stop_event"
+# `--resume` in a run's options: continue the listing of the job's last failed or
+# interrupted run (reconcile.listing.resume), however old it is.
+RESUME_OPTION = "resume"
+# Set by the `--resume` flag every `run JOB` command gets (jobs.commands.runs), so jobs
+# whose commands build their own options resume too.
+RESUME_REQUESTED: ContextVar[bool] = ContextVar("resume_requested", default=False)
+
+
+def resume_requested(options: Mapping[str, Any]) -> bool:
+    """Whether the run was asked to resume, by its options or by the `--resume` flag."""
+    return bool(options.get(RESUME_OPTION)) or RESUME_REQUESTED.get()
 
 
 @dataclass
@@ -90,9 +111,17 @@ class JobContext:
         return self.started_at.date()
 
 
+def _no_findings() -> pd.DataFrame:
+    # pandas comes in with the first result, not with the module: a run's first request
+    # leaves before pandas is imported (tests/startup).
+    from reconcile.rules.findings import empty_findings
+
+    return empty_findings()
+
+
 @dataclass
 class JobResult:
-    findings: pd.DataFrame = field(default_factory=empty_findings)
+    findings: pd.DataFrame = field(default_factory=_no_findings)
     facts: dict[str, Any] = field(default_factory=dict)
     extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     # Writes that were attempted and failed (each one is in the audit log); the run
@@ -106,3 +135,5 @@ class Job:
     description: str
     run: Callable[[JobContext], JobResult]
     writes: bool = False
+    # The typed options of `run NAME` and of its `[schedule]` entries (OPTION_MODELS).
+    options_model: type[JobOptions] = JobOptions

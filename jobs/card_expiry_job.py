@@ -5,9 +5,10 @@ one request per 100 customers. `--all-cards` (option `all_cards`): every card of
 customer, one `GET /v1/customers/{id}/payment_methods` each, started as the listing's
 pages arrive (jobs.per_customer), so both endpoints' budgets are used at once under the
 shared limiter. Customers outside `[userdb] scope` (unless a user links to them) are
-left out, as in reconcile. The listing is the resumable one (jobs.resume). A customer
-deleted between the listing (or a resumed run's stored pages) and its payment-method
-call is left out too and counted (`customers_deleted_during_run`), never a failed run.
+left out, as in reconcile. The listing is the resumable one (reconcile.listing.resume).
+A customer deleted between the listing (or a resumed run's stored pages) and its
+payment-method call is left out too and counted (`customers_deleted_during_run`), never
+a failed run.
 
 Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
 `confirm_live`, `incremental` (default cards from the customer mirror brought up to date
@@ -19,79 +20,62 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from jobs.apply import live_confirmed
 from jobs.base import Job, JobContext, JobResult
-from jobs.incremental import (
-    DEFAULT_FACTS,
-    default_facts_json,
-    keep_full_listing,
-    plan_listing,
-    reflected_events,
-    update_mirror,
+from jobs.listing_run import (
+    await_first_page,
+    full_listing_certain,
+    listing_run,
+    start_listing,
 )
-from jobs.incremental import SOURCE as SOURCE_COLUMN
 from jobs.per_customer import (
     DeletedMeanwhile,
     OverlappedScan,
-    scan_customers,
     scan_workers,
     unless_deleted,
 )
 from jobs.reconcile_job import compare_config, metadata_keys_needed
-from jobs.reminders import (
-    due_reminders,
-    load_templates,
-    reminder_messages,
-    send_reminders,
-    without_soft_deleted,
-)
-from jobs.resume import list_customers
+from jobs.reminders import load_templates, send_reminders, without_soft_deleted
 from reconcile.errors import ConfigError
+from reconcile.job_options import CardExpiryOptions
+from reconcile.listing.resume import walk_customers
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
-from reconcile.rules.cards import (
-    REMINDER_COLUMNS,
-    card_findings,
-    card_from_object,
-    cards_frame,
-    customer_people,
-    reminder_candidates,
-)
-from reconcile.rules.compare import in_scope
-from reconcile.rules.snapshots import customers_frame, meta_column
-from reconcile.state.reminders_sent import ReminderMemory
 from reconcile.stripe_api.gateway import StripeGateway
-from reports.email import smtp_password
+
+# pandas, the card rules, the mirror and the reminder memory come in while the listing's
+# first pages are on their way (tests/startup): the listing does not need them.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reconcile.listing.checkpoints import ListingRecord
 
 __all__ = [
     "CONFIRM_LIVE_ENV",
     "DEFAULT_CARD_EXPANDS",
     "JOB",
-    "PAYMENT_METHOD_WORKERS",
     "cards_of_customer",
     "cards_unless_deleted",
     "default_cards",
-    "fetch_all_cards",
     "live_send_confirmed",
     "split_deleted",
 ]
 
 log = get_logger(__name__)
 
+Walked = tuple[list[dict[str, Any]], "ListingRecord"]
+
 CONFIRM_LIVE_ENV = "STRIPE_RECONCILE_CONFIRM_LIVE"
 JOB_NAME = "card-expiry"
 DEFAULT_CARD_EXPANDS = ("invoice_settings.default_payment_method", "default_source")
-# Enough to keep the limiter's budget busy at Stripe's latency (about 0.3 s a call);
-# the limiter, not the pool, sets the pace.
-PAYMENT_METHOD_WORKERS = 8
 
 
 def live_send_confirmed(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
     # The same rule as writes (jobs.apply): one parser of STRIPE_RECONCILE_CONFIRM_LIVE.
+    from jobs.apply import live_confirmed
+
     return live_confirmed(options, env)
 
 
@@ -147,6 +131,12 @@ def trimmed_customer(record: dict[str, Any]) -> dict[str, Any]:
 def mirror_frame(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
     """The customer mirror's rows of listed (trimmed) customers: the snapshot's columns,
     the legacy default source's id and the default's facts as JSON (jobs.incremental)."""
+    import pandas as pd
+
+    from jobs.incremental import DEFAULT_FACTS, default_facts_json
+    from jobs.incremental import SOURCE as SOURCE_COLUMN
+    from reconcile.rules.snapshots import customers_frame
+
     frame = customers_frame(list(records), keys)
     frame[SOURCE_COLUMN] = pd.array(
         [_source_id(record.get("default_source")) for record in records], dtype="string"
@@ -165,6 +155,9 @@ def _source_id(value: Any) -> str | None:
 
 def records_from_mirror(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
     """The mirror's rows as the trimmed customers a listing gives (what this job reads)."""
+    from jobs.incremental import DEFAULT_FACTS
+    from jobs.incremental import SOURCE as SOURCE_COLUMN
+    from reconcile.rules.snapshots import meta_column
 
     def text(name: str) -> list[Any]:
         column = frame[name]
@@ -209,6 +202,8 @@ def records_from_mirror(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[s
 
 def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The default card of each customer, from the listing's expanded objects."""
+    from reconcile.rules.cards import card_from_object
+
     rows = []
     for record in records:
         _, obj = _default_of(record)
@@ -221,6 +216,8 @@ def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def cards_of_customer(gateway: StripeGateway, record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every card of one customer; the legacy default source added when not listed."""
+    from reconcile.rules.cards import card_from_object
+
     customer_id = str(record["id"])
     default_id, default_obj = _default_of(record)
     rows = []
@@ -233,26 +230,6 @@ def cards_of_customer(gateway: StripeGateway, record: Mapping[str, Any]) -> list
         row = card_from_object(default_obj, customer_id, is_default=True)
         if row is not None:
             rows.append(row)
-    return rows
-
-
-def fetch_all_cards(
-    gateway: StripeGateway,
-    records: Iterable[Mapping[str, Any]],
-    *,
-    workers: int = PAYMENT_METHOD_WORKERS,
-) -> list[dict[str, Any]]:
-    """Every card of each customer, fetched concurrently; the legacy default source added."""
-    listed = list(records)
-    by_id = {str(r["id"]): r for r in listed}
-    per_customer = scan_customers(
-        list(by_id),
-        lambda customer_id: cards_unless_deleted(gateway, by_id[customer_id]),
-        workers=workers,
-        description="listing payment methods",
-    )
-    # In the input order, and cards_frame sorts anyway: the result is deterministic.
-    rows, _deleted = split_deleted(per_customer)
     return rows
 
 
@@ -286,6 +263,8 @@ def _check_send(ctx: JobContext) -> str | None:
             "--send in live mode emails real customers: add --confirm-live (or set "
             f"{CONFIRM_LIVE_ENV}=1); nothing was sent"
         )
+    from reports.email import smtp_password
+
     return smtp_password(ctx.settings.email, os.environ)
 
 
@@ -295,12 +274,63 @@ def run(ctx: JobContext) -> JobResult:
     days = settings.card_expiry.days if wanted_days is None else int(wanted_days)
     all_cards = bool(ctx.options.get("all_cards"))
     send = bool(ctx.options.get("send"))
+    preview = bool(ctx.options.get("preview"))
+    # Refused before anything is read: a live send unconfirmed, a template that does not render.
     password = _check_send(ctx)
     templates = load_templates(settings.card_expiry)
-
-    with ctx.phase("users"):
-        users = ctx.userdb.read_users()
     keys = metadata_keys_needed(settings.userdb)
+
+    # A plain full listing of default cards starts first: its pages arrive while pandas is
+    # imported and the users are read. (--all-cards judges each page against the users as
+    # it arrives, and otherwise the mirror decides: both need the users first.)
+    sent = ctx.gateway.stats.total
+    early: Future[Walked] | None = None
+    if not all_cards and full_listing_certain(ctx):
+        early = start_listing(
+            ctx,
+            JOB_NAME,
+            lambda listed: walk_customers(
+                listed, expand=DEFAULT_CARD_EXPANDS, keep=trimmed_customer
+            ),
+        )
+    try:
+        if early is not None:
+            await_first_page(ctx, early, sent)
+        with ctx.phase("users"):
+            users = ctx.userdb.read_users()
+        from jobs.incremental import plan_listing
+
+        plan = plan_listing(ctx, JOB_NAME, keys, all_cards=all_cards)
+    except BaseException:
+        if early is not None:
+            # The listing is recorded with the run: let it finish (or stop) before failing.
+            early.exception()
+        raise
+    if early is not None and (plan.choice.listing != "full" or plan.choice.keep_mirror):
+        early.exception()
+        raise RuntimeError(f"listing started before the plan, which chose {plan.choice}")
+
+    import pandas as pd
+
+    from jobs.incremental import (
+        keep_full_listing,
+        mirror_customers,
+        mirror_default_cards,
+        reflected_events,
+        update_mirror,
+    )
+    from jobs.reminders import due_reminders, preview_table, reminder_messages
+    from reconcile.rules.cards import (
+        REMINDER_COLUMNS,
+        card_findings,
+        cards_frame,
+        customer_people,
+        reminder_candidates,
+    )
+    from reconcile.rules.compare import in_scope
+    from reconcile.rules.snapshots import customers_frame
+    from reconcile.state.reminders_sent import ReminderMemory
+
     config = compare_config(settings.userdb, ctx.gateway.mode)
 
     def scoped(page: Sequence[Mapping[str, Any]]) -> Sequence[bool]:
@@ -318,22 +348,25 @@ def run(ctx: JobContext) -> JobResult:
             workers=scan_workers(ctx.gateway.limiter),
             description="listing payment methods",
         )
-    plan = plan_listing(ctx, JOB_NAME, keys, all_cards=all_cards)
+    mirror_cards: pd.DataFrame | None = None
     try:
         if plan.choice.listing == "incremental":
             # The mirror brought up to date from Stripe's events (jobs.incremental).
             mirrored = update_mirror(ctx, plan, default_of=_default_of, expand=DEFAULT_CARD_EXPANDS)
-            records = records_from_mirror(mirrored, keys)
+            # Read as columns in the snapshot: no customer record is rebuilt.
+            records: list[dict[str, Any]] = []
         else:
             if plan.choice.keep_mirror:
                 plan.reflected = reflected_events(ctx, int(ctx.started_at.timestamp()))
-            records, listing = list_customers(
-                ctx,
-                JOB_NAME,
-                expand=DEFAULT_CARD_EXPANDS,
-                on_page=scan.submit_page if scan is not None else None,
-                keep=trimmed_customer,
-            )
+            if early is not None:
+                records, listing = early.result()
+            else:
+                records, listing = walk_customers(
+                    listing_run(ctx, JOB_NAME),
+                    expand=DEFAULT_CARD_EXPANDS,
+                    on_page=scan.submit_page if scan is not None else None,
+                    keep=trimmed_customer,
+                )
             if listing.resumed_from is not None:
                 plan.reflected = ()  # part of the pages are older than these events
             mirrored = mirror_frame(records, keys) if plan.choice.keep_mirror else pd.DataFrame()
@@ -341,10 +374,18 @@ def run(ctx: JobContext) -> JobResult:
         if records:
             ctx.gateway.confirm_mode(records[0])
         with ctx.phase("snapshot"):
-            customers = customers_frame(records, keys)
+            from_mirror = plan.choice.listing == "incremental"
+            if from_mirror:
+                customers = mirror_customers(mirrored)
+            else:
+                customers = customers_frame(records, keys)
             kept = in_scope(customers, users, config).to_numpy()
+            if from_mirror:
+                # The default cards of the customers in scope, read as columns.
+                mirror_cards = mirror_default_cards(mirrored[kept])
             customers = customers[kept].reset_index(drop=True)
-            records = [record for record, keep in zip(records, kept, strict=True) if keep]
+            if mirror_cards is None:
+                records = [record for record, keep in zip(records, kept, strict=True) if keep]
         log.info("customers listed", customers=len(customers), all_cards=all_cards)
         if scan is not None:
             with ctx.phase("payment_methods_after_listing"):
@@ -356,12 +397,12 @@ def run(ctx: JobContext) -> JobResult:
                 customers = customers[~gone].reset_index(drop=True)
                 log.info("customers deleted during the run", customers=len(deleted_meanwhile))
         else:
-            rows = default_cards(records)
+            rows = default_cards(records) if mirror_cards is None else []
     finally:
         if scan is not None:
             scan.close()
     with ctx.phase("cards"):
-        cards = cards_frame(rows)
+        cards = cards_frame(rows) if mirror_cards is None else mirror_cards
         people = customer_people(customers, users, settings.userdb.user_id_metadata_key)
         findings = card_findings(
             cards, customers, people, ctx.today, days=days, all_cards=all_cards
@@ -414,10 +455,15 @@ def run(ctx: JobContext) -> JobResult:
         facts["reminders"] = (
             f"would send {len(messages)} email(s) for {len(due)} card(s); add --send to send"
         )
+    tables = {"reminders": due[list(REMINDER_COLUMNS)].reset_index(drop=True)}
+    if preview:
+        # The rendered messages, for a person to read before the first --send.
+        tables["reminders-preview"] = preview_table(messages)
+        facts["reminders"] += " (preview: reminders-preview.csv)"
     return JobResult(
         findings=findings,
         facts=facts,
-        extra_tables={"reminders": due[list(REMINDER_COLUMNS)].reset_index(drop=True)},
+        extra_tables=tables,
         failed_actions=failed,
     )
 
@@ -429,4 +475,5 @@ JOB = Job(
         "cards without a default, duplicate cards; reminder emails with --send."
     ),
     run=run,
+    options_model=CardExpiryOptions,
 )

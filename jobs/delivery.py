@@ -19,12 +19,6 @@ from jobs.summary import format_summary
 from reconcile.errors import ConfigError
 from reconcile.logs import get_logger
 from reconcile.settings import Settings
-from reports.email import (
-    build_report_message,
-    report_attachments,
-    smtp_password,
-    smtp_session,
-)
 
 __all__ = ["after_run_hooks", "email_option", "email_report_hook"]
 
@@ -43,6 +37,9 @@ def email_option(func: F) -> F:
 
 def email_report_hook(settings: Settings, env: Mapping[str, str] | None = None) -> AfterRun:
     """The hook that emails a run's report; ConfigError now if it could never work."""
+    # SMTP and the message builder load only for runs that email their report.
+    from reports.email import build_report_message, report_attachments, smtp_password, smtp_session
+
     if not settings.email.to:
         raise ConfigError(
             '--email needs recipients: set [email] to = ["you@example.com"] in the configuration'

@@ -9,17 +9,17 @@ from the environment once, at start.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.apply import confirm_live_from_env
 from jobs.base import Job
 from jobs.delivery import after_run_hooks
-from jobs.runner import RunOutcome, execute_job
+from jobs.runner import AfterRun, RunOutcome, execute_job
 from reconcile.job_options import (
     OPTION_MODELS,
     JobOptions,
+    confirm_live_from_env,
     parse_job_options,
 )
 from reconcile.settings import Settings
@@ -40,8 +40,18 @@ def run_job(
     *,
     out_dir: Path | None = None,
     extra: Mapping[str, Any] | None = None,
+    after_run: Sequence[AfterRun] = (),
 ) -> RunOutcome:
-    """Run `job` with checked options; `extra` adds runtime values (serve's stop event)."""
+    """Run `job` with checked options; `extra` adds runtime values (serve's stop event),
+    `after_run` steps that run before the emailed report.
+
+    The job receives the model's validated mapping (`JobContext.options`), not the model:
+    jobs read it with `.get`, and runtime values (the stop event) travel beside it.
+    """
+    if not isinstance(options, job.options_model):
+        raise TypeError(
+            f"{job.name} takes {job.options_model.__name__}, not {type(options).__name__}"
+        )
     if "confirm_live" in type(options).model_fields:
         check_live_variable()
     return execute_job(
@@ -50,5 +60,5 @@ def run_job(
         out_dir=out_dir,
         options={**options.as_mapping(), **(extra or {})},
         fail_on=options.fail_on,
-        after_run=after_run_hooks(settings, options.email),
+        after_run=[*after_run, *after_run_hooks(settings, options.email)],
     )

@@ -7,27 +7,31 @@ from the mirror brought up to date by Stripe's events instead of a listing (jobs
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal, cast, get_args
-
-import pandas as pd
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from jobs.base import Job, JobContext, JobResult
-from jobs.incremental import (
-    keep_full_listing,
-    known_missing,
-    plan_listing,
-    reflected_events,
-    remember_missing,
-    update_mirror,
+from jobs.listing_run import (
+    await_first_page,
+    full_listing_certain,
+    listing_run,
+    start_listing,
 )
 from jobs.per_customer import scan_customers, scan_workers
-from jobs.resume import list_customers_frame
 from reconcile.errors import ConfigError, StripeNotFoundError
+from reconcile.job_options import ReconcileOptions
+from reconcile.listing.resume import walk_customers_frame
 from reconcile.logs import get_logger
 from reconcile.mode import Mode
-from reconcile.rules.compare import CompareConfig, compare_all, missing_customer_ids
-from reconcile.rules.snapshots import customers_frame
 from reconcile.settings import UserDBSettings
+
+# pandas, Arrow and the mirror come in while the listing's first pages are on their way
+# (tests/startup): the listing does not need them to send its first request.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reconcile.listing.checkpoints import ListingRecord
+    from reconcile.rules.compare import CompareConfig
 
 __all__ = [
     "JOB",
@@ -48,6 +52,8 @@ WRONG_MODE_SAMPLE = 10
 
 
 def compare_config(settings: UserDBSettings, key_mode: Mode | None = None) -> CompareConfig:
+    from reconcile.rules.compare import CompareConfig
+
     return CompareConfig(
         user_id_metadata_key=settings.user_id_metadata_key,
         metadata_keys=settings.metadata_keys,
@@ -129,25 +135,58 @@ def classify_missing(
     return causes, late
 
 
+Listed = tuple["pd.DataFrame", "ListingRecord"]
+
+
 def run(ctx: JobContext) -> JobResult:
     settings = ctx.settings.userdb
-    with ctx.phase("users"):
-        users = ctx.userdb.read_users()
-    log.info("users read", users=len(users))
-
     keys = metadata_keys_needed(settings)
-    plan = plan_listing(ctx, JOB_NAME, keys)
+    # A plain full listing starts first: its pages arrive while pandas is imported and the
+    # users are read. (Otherwise the mirror decides, which needs them first.)
+    sent = ctx.gateway.stats.total
+    early: Future[Listed] | None = None
+    if full_listing_certain(ctx):
+        early = start_listing(ctx, JOB_NAME, lambda listed: walk_customers_frame(listed, keys))
+    try:
+        if early is not None:
+            await_first_page(ctx, early, sent)
+        with ctx.phase("users"):
+            users = ctx.userdb.read_users()
+        log.info("users read", users=len(users))
+        from jobs.incremental import plan_listing
+
+        plan = plan_listing(ctx, JOB_NAME, keys)
+    except BaseException:
+        if early is not None:
+            # The listing is recorded with the run: let it finish (or stop) before failing.
+            early.exception()
+        raise
+    if early is not None and (plan.choice.listing != "full" or plan.choice.keep_mirror):
+        early.exception()
+        raise RuntimeError(f"listing started before the plan, which chose {plan.choice}")
+    from jobs.incremental import (
+        keep_full_listing,
+        known_missing,
+        reflected_events,
+        remember_missing,
+        update_mirror,
+    )
+
     created_lt: int | None = None
     resumed_from: str | None = None
     if plan.choice.listing == "incremental":
         # The mirror brought up to date from Stripe's events (jobs.incremental).
         customers = update_mirror(ctx, plan)
     else:
-        if plan.choice.keep_mirror:
+        if early is None and plan.choice.keep_mirror:
             plan.reflected = reflected_events(ctx, int(ctx.started_at.timestamp()))
-        # Stored page by page and checkpointed, so a killed run resumes (jobs.resume).
+        # Stored page by page and checkpointed, so a killed run resumes
+        # (reconcile.listing.resume).
         # Built from the stored pages by Arrow: no dict per customer is ever held.
-        customers, listing = list_customers_frame(ctx, JOB_NAME, keys)
+        if early is not None:
+            customers, listing = early.result()
+        else:
+            customers, listing = walk_customers_frame(listing_run(ctx, JOB_NAME), keys)
         created_lt = listing.created_lt
         resumed_from = listing.resumed_from
         if resumed_from is not None:
@@ -157,6 +196,11 @@ def run(ctx: JobContext) -> JobResult:
     if len(customers):
         ctx.gateway.confirm_mode({"livemode": bool(customers["livemode"].iloc[0])})
     log.info("customers listed", customers=len(customers), created_lt=created_lt)
+
+    import pandas as pd
+
+    from reconcile.rules.compare import compare_all, missing_customer_ids
+    from reconcile.rules.snapshots import customers_frame
 
     missing = list(missing_customer_ids(customers, users))
     # An incremental run looks up only ids no earlier run classified: a deleted, absent
@@ -198,4 +242,5 @@ JOB = Job(
         "sides, stale metadata, customers of deleted users."
     ),
     run=run,
+    options_model=ReconcileOptions,
 )

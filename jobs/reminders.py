@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
-
-import jinja2
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from reconcile.errors import ConfigError, DeliveryError
 from reconcile.logs import get_logger
 from reconcile.settings import CardExpirySettings, EmailSettings
-from reconcile.state.reminders_sent import ReminderMemory, SentReminder
-from reports.email import smtp_session
+
+# pandas, Jinja2, the reminder memory and SMTP come in when first used: card-expiry's
+# listing sends its first request while they are imported (tests/startup).
+if TYPE_CHECKING:
+    import jinja2
+    import pandas as pd
+
+    from reconcile.state.reminders_sent import ReminderMemory, SentReminder
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -38,6 +41,7 @@ __all__ = [
     "SendOutcome",
     "due_reminders",
     "load_templates",
+    "preview_table",
     "reminder_messages",
     "send_reminders",
     "single_address",
@@ -87,13 +91,16 @@ def without_soft_deleted(candidates: pd.DataFrame, users: pd.DataFrame) -> tuple
         return candidates, 0
     deleted = users["deleted"].fillna(False).astype(bool)
     linked = users["customer_id"].notna()
-    active_links = set(users.loc[linked & ~deleted, "customer_id"])
-    deleted_links = set(users.loc[linked & deleted, "customer_id"])
-    deleted_user_ids = set(users.loc[deleted, "user_id"].dropna())
-    customer_ids = candidates["customer_id"]
+    # As object arrays: pandas' isin on Arrow strings builds one Arrow scalar per value
+    # looked for, which over a million users was most of the reminders phase.
+    customer_id = users["customer_id"].to_numpy(dtype=object)
+    active_links = customer_id[(linked & ~deleted).to_numpy()]
+    deleted_links = customer_id[(linked & deleted).to_numpy()]
+    deleted_user_ids = users.loc[deleted, "user_id"].dropna().to_numpy(dtype=object)
+    customer_ids = candidates["customer_id"].astype(object)
     by_link = customer_ids.isin(deleted_links) & ~customer_ids.isin(active_links)
-    unlinked = ~customer_ids.isin(active_links | deleted_links)
-    by_metadata = unlinked & candidates["user_id"].isin(deleted_user_ids)
+    unlinked = ~customer_ids.isin(customer_id[linked.to_numpy()])
+    by_metadata = unlinked & candidates["user_id"].astype(object).isin(deleted_user_ids)
     gone = (by_link | by_metadata).fillna(False).to_numpy(dtype=bool)
     left_out = int(candidates.loc[gone, "customer_id"].nunique())
     return candidates[~gone].reset_index(drop=True), left_out
@@ -106,6 +113,8 @@ def due_reminders(
     remind_again_after_days: int | None,
 ) -> pd.DataFrame:
     """The candidates not yet reminded for this expiry, or due their one repeat."""
+    import pandas as pd
+
     if candidates.empty or history.empty:
         return candidates
     ints = {"exp_year": "int64", "exp_month": "int64"}
@@ -134,10 +143,14 @@ class ReminderTemplates:
 
 @functools.cache
 def _package_environment() -> jinja2.Environment:
+    import jinja2
+
     return _environment(jinja2.PackageLoader("reports", "templates"))
 
 
 def _environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
+    import jinja2
+
     # Plain-text mail: no HTML escaping; StrictUndefined turns a typo into an error now.
     return jinja2.Environment(
         loader=loader,
@@ -151,6 +164,8 @@ def _environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
 
 def load_templates(settings: CardExpirySettings) -> ReminderTemplates:
     """The configured (or shipped) templates, tried once on a sample: ConfigError if broken."""
+    import jinja2
+
     path = settings.reminder_template
     try:
         if path is None:
@@ -176,6 +191,8 @@ def load_templates(settings: CardExpirySettings) -> ReminderTemplates:
 
 
 def _card_context(row: Mapping[Hashable, Any]) -> dict[str, Any]:
+    import pandas as pd
+
     return {
         "brand": row["brand"] if pd.notna(row["brand"]) else "card",
         "last4": row["last4"] if pd.notna(row["last4"]) else "????",
@@ -211,6 +228,10 @@ def reminder_messages(
     due: pd.DataFrame, templates: ReminderTemplates, sender: str
 ) -> list[ReminderEmail]:
     """One message per customer (all their due cards in it), by customer id then email."""
+    import pandas as pd
+
+    from reconcile.state.reminders_sent import SentReminder
+
     # Grouped in plain Python over the records: a DataFrame per customer cost seconds.
     groups: dict[tuple[str, str], list[dict[Hashable, Any]]] = {}
     for row in due.to_dict("records"):
@@ -233,6 +254,28 @@ def reminder_messages(
         ]
         out.append(ReminderEmail(sender, email, subject, body, cards))
     return out
+
+
+PREVIEW_COLUMNS = ("customer_id", "to", "subject", "body")
+
+
+def preview_table(messages: list[ReminderEmail]) -> pd.DataFrame:
+    """The messages as `--preview` shows them, one row each: what would be sent, to whom."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "customer_id": message.cards[0].customer_id if message.cards else "",
+                "to": message.to,
+                "subject": message.subject,
+                "body": message.body,
+            }
+            for message in messages
+        ],
+        columns=list(PREVIEW_COLUMNS),
+        dtype="object",
+    )
 
 
 @dataclass(frozen=True)
@@ -258,6 +301,8 @@ def send_reminders(
     `before_each` runs before every send (the job's lease check): what it raises ends the
     sending, with the reminders sent so far remembered.
     """
+    from reports.email import smtp_session
+
     sent = cards = failed = 0
     first_error: str | None = None
     try:

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import structlog
 
-from jobs.base import STOP_OPTION, Job, JobContext, JobResult
-from jobs.resume import RESUME_OPTION, RESUME_REQUESTED, forget_listing
+from jobs.base import STOP_OPTION, Job, JobContext, JobResult, resume_requested
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
     EXIT_FINDINGS,
@@ -35,8 +33,8 @@ from reconcile.errors import (
     ReconcileError,
 )
 from reconcile.listing.checkpoints import RunInterrupted
+from reconcile.listing.resume import forget_listing
 from reconcile.logs import get_logger
-from reconcile.rules.findings import Severity
 from reconcile.settings import Settings
 from reconcile.state.history import reap_dead_holder, record_run_stats
 from reconcile.state.read_budget import check_read_budget
@@ -44,14 +42,12 @@ from reconcile.state.store import Lease, LockRecord, StateStore, lock_held_messa
 from reconcile.stripe_api.gateway import StripeGateway
 from reconcile.stripe_api.limiter_registry import shared_limiter
 from reconcile.stripe_api.retry import RetryPolicy
-from reconcile.userdb import UserDB
-from reports.metrics import (
-    exit_code_of,
-    failed_run_summary,
-    write_failed_run_metrics,
-    write_metrics,
-)
-from reports.writer import new_run_id, write_run_reports
+from reports.run_id import new_run_id
+
+# pandas, the users database and the reports come in after the job started: a run's first
+# Stripe request does not wait for them (tests/startup).
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "AfterRun",
@@ -63,8 +59,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-_SEVERITY_ORDER = [Severity.INFO, Severity.WARNING, Severity.ERROR]
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,11 @@ AfterRun = Callable[[RunOutcome, Settings], None]
 
 
 def severity_at_least(severity: str, threshold: str) -> bool:
-    return _SEVERITY_ORDER.index(Severity(severity)) >= _SEVERITY_ORDER.index(Severity(threshold))
+    # reconcile.rules.findings brings pandas: imported once findings exist to be judged.
+    from reconcile.rules.findings import Severity
+
+    order = [Severity.INFO, Severity.WARNING, Severity.ERROR]
+    return order.index(Severity(severity)) >= order.index(Severity(threshold))
 
 
 def _owner(run_id: str) -> str:
@@ -175,7 +173,7 @@ def execute_job(
         state.close()
     try:
         # Every run: the listing's work folder goes, metrics are written where configured.
-        _deliver(outcome, settings, [forget_listing, *after_run, write_metrics])
+        _deliver(outcome, settings, [_forget_listing, *after_run, _write_metrics])
     finally:
         structlog.contextvars.unbind_contextvars("run_id", "job")
     return outcome
@@ -213,7 +211,7 @@ def _job_lease(
 ) -> Iterator[Lease]:
     """The job's lease for the block: `[resume] lease_seconds`, renewed every third of it."""
     ttl = settings.resume.lease_seconds
-    resuming = bool(options.get(RESUME_OPTION)) or RESUME_REQUESTED.get() or settings.resume.auto
+    resuming = resume_requested(options) or settings.resume.auto
     _take_lock(state, job, owner, ttl, wait=resuming, stop=options.get(STOP_OPTION))
     with state.lease(job, owner, ttl) as lease:
         yield lease
@@ -279,10 +277,13 @@ def _run_recorded(
     state.start_run(run_id, job.name, started_at=started_at, mode=gateway.mode.value)
     log.info("run started", mode=gateway.mode.value, key=gateway.masked_key)
     clock_start = time.monotonic()
+    from reconcile.userdb import UserDB
+
     userdb = UserDB(settings.userdb)
     try:
         ctx = JobContext(
-            settings=settings,
+            # Optional columns the users table lacks are off for the job, as if left out.
+            settings=userdb.effective_settings(settings),
             gateway=gateway,
             userdb=userdb,
             state=state,
@@ -294,8 +295,16 @@ def _run_recorded(
             lease=lease,
         )
         result = job.run(ctx)
+        from reports.changes import changes_since_last_run
+        from reports.html import html_options
+        from reports.writer import write_run_reports
+
         summary = _summary(job, run_id, gateway, started_at, now(), clock_start, result)
         summary["phase_seconds"] = {k: round(v, 3) for k, v in ctx.phase_seconds.items()}
+        changes = changes_since_last_run(
+            state, job.name, gateway.mode.value, run_id, result.findings
+        )
+        summary["changes"] = changes.counts()
         run_dir = write_run_reports(
             out_dir,
             job.name,
@@ -305,6 +314,8 @@ def _run_recorded(
             formats=settings.reports.formats,
             extra_tables=result.extra_tables,
             file_mode=settings.reports.file_mode,
+            changes=changes,
+            html=html_options(settings),
         )
     except BaseException as exc:
         _record_failure(state, run_id, gateway, exc, now())
@@ -320,7 +331,8 @@ def _run_recorded(
         requests=summary["requests_by_endpoint"],
         report_dir=str(run_dir),
         error=(
-            f"{result.failed_actions} action(s) failed; see audit.csv"
+            f"{result.failed_actions} action(s) failed; "
+            f"see {_actions_record(result, run_dir, settings)}"
             if result.failed_actions
             else None
         ),
@@ -364,6 +376,8 @@ def _failed_run_metrics(
     clock_start: float,
 ) -> None:
     # Alerts need a failed run's status and exit code too, not only the age of a success.
+    from reports.metrics import exit_code_of, failed_run_summary, write_failed_run_metrics
+
     interrupted = KeyboardInterrupt | SystemExit | RunInterrupted
     summary = failed_run_summary(
         job.name,
@@ -384,6 +398,25 @@ def _exit_code(result: JobResult, fail_on: str | None) -> int:
     ):
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+def _actions_record(result: JobResult, run_dir: Path, settings: Settings) -> Path:
+    """The file of the run folder that says which actions failed: the write jobs' audit;
+    card-expiry's reminders are counted in the summary."""
+    if "audit" in result.extra_tables:
+        return run_dir / ("audit.csv" if "csv" in settings.reports.formats else "audit.parquet")
+    return run_dir / "summary.json"
+
+
+def _write_metrics(outcome: RunOutcome, settings: Settings) -> None:
+    from reports.metrics import write_metrics
+
+    write_metrics(outcome, settings)
+
+
+def _forget_listing(outcome: RunOutcome, settings: Settings) -> None:
+    # AfterRun, first: the report is in place, so the listing's copy of the customers goes.
+    forget_listing(settings.state.url, outcome.run_id)
 
 
 def _deliver(outcome: RunOutcome, settings: Settings, after_run: Sequence[AfterRun]) -> None:

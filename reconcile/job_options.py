@@ -16,11 +16,12 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reconcile.errors import ConfigError
 
 __all__ = [
+    "CONFIRM_LIVE_VARIABLE",
     "DEFAULT_MAX_CHANGES",
     "OPTION_MODELS",
     "CardExpiryOptions",
@@ -28,6 +29,7 @@ __all__ = [
     "LinkUsersOptions",
     "ReconcileOptions",
     "WriteJobOptions",
+    "confirm_live_from_env",
     "explain_error",
     "parse_job_options",
     "scheduled_options",
@@ -37,17 +39,38 @@ DEFAULT_MAX_CHANGES = 100
 Severity = Literal["info", "warning", "error"]
 
 
+# Field descriptions are the `run JOB` flags' help; `json_schema_extra={"flag": ...}` names a
+# flag other than `--field-name` (an on/off pair for a field that may be None).
+CONFIRM_LIVE_VARIABLE = "STRIPE_RECONCILE_CONFIRM_LIVE"
+_INCREMENTAL_HELP = (
+    "--incremental: read Stripe's events since the last run into the customer mirror "
+    "instead of listing every customer (a full listing when the mirror cannot "
+    "stand: missing, 29 days old, [incremental] full_every_days due, other mode, "
+    "account or version); --full: list every customer "
+    "[default: [incremental] enabled]."
+)
+
+
 class JobOptions(BaseModel):
     """What every job takes."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    # Continue the job's last failed or interrupted run (its stored listing).
-    resume: bool = False
-    # Exit 1 when a finding of this severity or worse is reported.
-    fail_on: Severity | None = None
-    # Email the report: True always, False never, None when [email] to is set.
-    email: bool | None = None
+    resume: bool = Field(
+        default=False,
+        description=(
+            "Continue the job's last failed or interrupted run: its snapshot, its stored pages; "
+            "only the rest is fetched (a fresh run when there is none)."
+        ),
+    )
+    fail_on: Severity | None = Field(
+        default=None, description="Exit 1 when a finding of this severity or worse is reported."
+    )
+    # True always, False never, None when [email] to is set.
+    email: bool | None = Field(
+        default=None,
+        description="Email the report to [email] to (default: when [email] to is set).",
+    )
 
     def as_mapping(self) -> dict[str, Any]:
         """The options as the job reads them (`ctx.options.get("apply")`)."""
@@ -59,31 +82,81 @@ class ReconcileOptions(JobOptions):
 
     # True: from Stripe's events since the last run (--incremental); False: a full listing
     # (--full); None: `[incremental] enabled` decides.
-    incremental: bool | None = None
+    incremental: bool | None = Field(
+        default=None,
+        description=_INCREMENTAL_HELP,
+        json_schema_extra={"flag": "--incremental/--full"},
+    )
 
 
 class CardExpiryOptions(JobOptions):
-    # None: `[card_expiry] days`.
-    days: int | None = Field(default=None, ge=0, le=3650)
-    all_cards: bool = False
-    send: bool = False
-    # Allow `send` in live mode (or STRIPE_RECONCILE_CONFIRM_LIVE).
-    confirm_live: bool = False
+    days: int | None = Field(
+        default=None,
+        ge=0,
+        le=3650,
+        description=(
+            "Report cards expiring within this many days [default: [card_expiry] days, 30]."
+        ),
+    )
+    all_cards: bool = Field(
+        default=False,
+        description=(
+            "Every card of every customer (one request per customer), not only the defaults."
+        ),
+    )
+    send: bool = Field(
+        default=False, description="Email the due reminders (default: only list them)."
+    )
+    preview: bool = Field(
+        default=False,
+        description=(
+            "Write the due reminders as they would be sent (recipient, subject, text) to "
+            "reminders-preview.csv in the run folder; nothing is sent."
+        ),
+    )
+    confirm_live: bool = Field(
+        default=False,
+        description=f"Allow --send in live mode (unattended: {CONFIRM_LIVE_VARIABLE}=1).",
+    )
     # As in ReconcileOptions; default cards only (`all_cards` always lists every customer).
-    incremental: bool | None = None
+    incremental: bool | None = Field(
+        default=None,
+        description=_INCREMENTAL_HELP,
+        json_schema_extra={"flag": "--incremental/--full"},
+    )
+
+    @model_validator(mode="after")
+    def _preview_or_send(self) -> CardExpiryOptions:
+        if self.preview and self.send:
+            raise ValueError(
+                "--preview writes the reminders without sending them and --send sends them: "
+                "choose one"
+            )
+        return self
 
 
 class WriteJobOptions(JobOptions):
     """The jobs that write: a dry run unless `apply`."""
 
-    apply: bool = False
-    max_changes: int = Field(default=DEFAULT_MAX_CHANGES, ge=0)
-    # Allow `apply` in live mode (or STRIPE_RECONCILE_CONFIRM_LIVE).
-    confirm_live: bool = False
+    apply: bool = Field(
+        default=False, description="Carry the plan out (default: dry run, writes plan.csv only)."
+    )
+    max_changes: int = Field(
+        default=DEFAULT_MAX_CHANGES,
+        ge=0,
+        description="Refuse, before the first write, a plan with more changes than this.",
+    )
+    confirm_live: bool = Field(
+        default=False,
+        description=f"Allow --apply in live mode (unattended: {CONFIRM_LIVE_VARIABLE}=1).",
+    )
 
 
 class LinkUsersOptions(WriteJobOptions):
-    create_missing: bool = False
+    create_missing: bool = Field(
+        default=False,
+        description="Also create a customer for each user that has none and matches none.",
+    )
 
 
 OPTION_MODELS: Mapping[str, type[JobOptions]] = {
@@ -117,7 +190,9 @@ def parse_job_options(job: str, raw: Mapping[str, Any], *, where: str) -> JobOpt
             message = f"unknown option; {job} takes {', '.join(sorted(model.model_fields))}"
         else:
             message = explain_error(error)
-        raise ConfigError(f"{where} options.{name}: {message}{more}") from None
+        # A rule across options (a model validator) names no single option.
+        at = f"{where} options.{name}" if name else where
+        raise ConfigError(f"{at}: {message}{more}") from None
 
 
 def scheduled_options(
@@ -196,3 +271,27 @@ def explain_error(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required: add it"
     return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+_CONFIRMED = ("1", "true", "yes")
+_NOT_CONFIRMED = ("", "0", "false", "no")
+
+
+def confirm_live_from_env(env: Mapping[str, str]) -> bool:
+    """Whether STRIPE_RECONCILE_CONFIRM_LIVE confirms live-mode writes and sends.
+
+    The one rule, for every command that writes or sends: 1, true or yes (any case) confirm;
+    unset, empty, 0, false or no do not; anything else is a ConfigError, since a typo must
+    neither confirm a live write nor pass unnoticed.
+    """
+    raw = env.get(CONFIRM_LIVE_VARIABLE)
+    value = (raw or "").strip().lower()
+    if value in _CONFIRMED:
+        return True
+    if value in _NOT_CONFIRMED:
+        return False
+    shown = raw if raw is not None and len(raw) <= 20 else f"{(raw or '')[:20]}..."
+    raise ConfigError(
+        f"{CONFIRM_LIVE_VARIABLE}={shown!r} is neither yes nor no: set it to 1, true or yes to "
+        "confirm live-mode writes and sends, or to 0, false, no (or unset it) not to"
+    )

@@ -9,11 +9,15 @@ Redis a PING. A failing line keeps its cause; the exit code is the first problem
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import click
 
 from reconcile.errors import EXIT_OK, ConfigError, DeliveryError, ReconcileError
 from reconcile.settings import Settings
@@ -22,13 +26,29 @@ from reconcile.stripe_api.limiter import MODE_LIMITS
 from reconcile.userdb import UserDB, safe_url
 from reports.metrics import PUSH_TIMEOUT_SECONDS
 
-__all__ = ["CheckResult", "run_checks"]
+__all__ = ["CheckLine", "CheckResult", "check_command", "run_checks"]
+
+
+_LABELS = {"ok": "ok", "warn": "note", "fail": "FAIL"}
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    """One check: its name, `ok`, `warn` (works, with a caveat) or `fail`, and its text."""
+
+    name: str
+    status: str
+    message: str
+
+    def text(self) -> str:
+        return f"{_LABELS[self.status]:<6}{self.message}"
 
 
 @dataclass(frozen=True)
 class CheckResult:
     passed: bool
     exit_code: int
+    lines: tuple[CheckLine, ...] = ()
 
 
 def run_checks(
@@ -38,18 +58,27 @@ def run_checks(
     env: Mapping[str, str] | None = None,
 ) -> CheckResult:
     failures: list[ReconcileError] = []
+    lines: list[CheckLine] = []
 
-    def failed(what: str, exc: ReconcileError) -> None:
+    def say(status: str, name: str, message: str) -> None:
+        line = CheckLine(name, status, message)
+        lines.append(line)
+        echo(line.text())
+
+    def ok(name: str, message: str) -> None:
+        say("ok", name, message)
+
+    def failed(what: str, exc: ReconcileError, name: str | None = None) -> None:
         failures.append(exc)
-        echo(f"FAIL  {what}: {exc.message}")
+        say("fail", name or what, f"{what}: {exc.message}")
 
     from jobs.apply import CONFIRM_LIVE_ENV, confirm_live_from_env
 
     try:
         if confirm_live_from_env(os.environ if env is None else env):
-            echo(f"ok    {CONFIRM_LIVE_ENV} confirms live-mode writes and sends")
+            ok("confirm_live", f"{CONFIRM_LIVE_ENV} confirms live-mode writes and sends")
     except ReconcileError as exc:
-        failed(CONFIRM_LIVE_ENV, exc)
+        failed(CONFIRM_LIVE_ENV, exc, "confirm_live")
 
     try:
         key = settings.require_key()
@@ -59,12 +88,13 @@ def run_checks(
     else:
         from reconcile.mode import mask_key
 
-        echo(f"ok    key {mask_key(key)} ({mode.value} mode)")
+        ok("key", f"key {mask_key(key)} ({mode.value} mode)")
         limit = settings.max_requests_per_second()
         share = settings.stripe.limit_share
-        echo(
-            f"ok    rate limit {limit * share:g} requests/s in force: limit_share {share:g} of "
-            f"{limit:g}/s (Stripe's {mode.value}-mode limit is {MODE_LIMITS[mode]:g}/s)"
+        ok(
+            "rate_limit",
+            f"rate limit {limit * share:g} requests/s in force: limit_share {share:g} of "
+            f"{limit:g}/s (Stripe's {mode.value}-mode limit is {MODE_LIMITS[mode]:g}/s)",
         )
         probe_settings = settings
         if settings.stripe.limiter_url is not None:
@@ -73,9 +103,9 @@ def run_checks(
             shown = redacted_url(settings.stripe.limiter_url)
             try:
                 connect(settings.stripe.limiter_url).close()
-                echo(f"ok    Redis at {shown} answers (shared rate limiter)")
+                ok("redis", f"Redis at {shown} answers (shared rate limiter)")
             except ReconcileError as exc:
-                failed("Redis", exc)
+                failed("Redis", exc, "redis")
                 # Stripe is still probed, with a limiter of this process's own, so its
                 # line says what is wrong with Stripe rather than repeat Redis's.
                 probe_settings = settings.model_copy(
@@ -86,63 +116,97 @@ def run_checks(
             from jobs.runner import build_gateway
 
             gateway = (gateway_factory or build_gateway)(probe_settings)
-            first = next(iter(gateway.list_customers(page_size=1)), None)
+            first = next(iter(gateway.customers_list(page_size=1)), None)
             if first is not None:
                 gateway.confirm_mode(first)
             seen = "yes" if first is not None else "none yet"
-            echo(f"ok    Stripe answers at {api} (customers visible: {seen})")
+            ok("stripe", f"Stripe answers at {api} (customers visible: {seen})")
         except ReconcileError as exc:
-            failed(f"Stripe at {api}", exc)
+            failed(f"Stripe at {api}", exc, "stripe")
 
     try:
         userdb: UserDB | None = UserDB(settings.userdb)
     except ReconcileError as exc:
-        failed("user database", exc)
+        failed("user database", exc, "user_database")
         userdb = None
     if userdb is not None:
         try:
             info = userdb.inspect()
-            echo(f"ok    user database {safe_url(settings.userdb.url)}")
-            echo(
-                f"ok    table {info.table}: {info.row_count} rows; columns used: "
-                + ", ".join(userdb.used_columns())
+            ok("user_database", f"user database {safe_url(settings.userdb.url)}")
+            ok(
+                "table",
+                f"table {info.table}: {info.row_count} rows; columns used: "
+                + ", ".join(userdb.used_columns()),
             )
+            for off in userdb.features_off:  # optional columns the table does not have
+                say("warn", "table", off.describe(info.table))
         except ReconcileError as exc:
-            failed("user database", exc)
+            failed("user database", exc, "user_database")
         finally:
             userdb.close()
 
     try:
         _check_state_writable(settings.state.url)
-        echo(f"ok    state database {safe_url(settings.state.url)} (writable)")
+        ok("state_database", f"state database {safe_url(settings.state.url)} (writable)")
     except ReconcileError as exc:
-        failed("state database", exc)
+        failed("state database", exc, "state_database")
 
     try:
         _check_report_folder(settings.reports.out, settings.reports.file_mode)
-        echo(f"ok    report folder {settings.reports.out} (writable)")
+        ok("report_folder", f"report folder {settings.reports.out} (writable)")
     except ReconcileError as exc:
-        failed("report folder", exc)
+        failed("report folder", exc, "report_folder")
 
     if _email_configured(settings):
         where = f"SMTP {settings.email.smtp_host}:{settings.email.smtp_port}"
         try:
             login = _check_smtp(settings, os.environ if env is None else env)
-            echo(f"ok    {where} answers (EHLO{login}; no mail sent)")
+            ok("smtp", f"{where} answers (EHLO{login}; no mail sent)")
         except ReconcileError as exc:
-            failed("email", exc)
+            failed("email", exc, "smtp")
 
     if settings.metrics.pushgateway_url is not None:
         try:
             _check_pushgateway(settings.metrics.pushgateway_url)
-            echo(f"ok    Pushgateway at {settings.metrics.pushgateway_url} answers")
+            ok("pushgateway", f"Pushgateway at {settings.metrics.pushgateway_url} answers")
         except ReconcileError as exc:
-            failed("Pushgateway", exc)
+            failed("Pushgateway", exc, "pushgateway")
 
     if failures:
-        return CheckResult(False, failures[0].exit_code)
+        return CheckResult(False, failures[0].exit_code, tuple(lines))
     echo("all checks passed")
-    return CheckResult(True, EXIT_OK)
+    return CheckResult(True, EXIT_OK, tuple(lines))
+
+
+def check_command(ctx: click.Context, config_path: Path | None, *, as_json: bool) -> None:
+    """`stripe-reconcile check [--json]`: the lines, or one JSON object; exits with the
+    first problem's code."""
+    from jobs.commands.support import load
+
+    try:
+        settings = load(ctx, config_path)
+    except ReconcileError as exc:
+        if as_json:
+            line = CheckLine("configuration", "fail", f"configuration: {exc.message}")
+            click.echo(_check_json(False, exc.exit_code, (line,)))
+        raise
+    result = run_checks(settings, _discard if as_json else click.echo)
+    if as_json:
+        click.echo(_check_json(result.passed, result.exit_code, result.lines))
+    ctx.exit(EXIT_OK if result.passed else result.exit_code)
+
+
+def _discard(_line: str) -> None:
+    pass
+
+
+def _check_json(passed: bool, exit_code: int, lines: tuple[CheckLine, ...]) -> str:
+    from reconcile.logs import redact_text
+
+    checks: list[dict[str, Any]] = [
+        {**asdict(line), "message": redact_text(line.message)} for line in lines
+    ]
+    return json.dumps({"passed": passed, "exit_code": exit_code, "checks": checks})
 
 
 def _cause(exc: BaseException) -> str:
@@ -154,21 +218,11 @@ def _check_state_writable(url: str) -> None:
     """Open the state DB and write to it in a transaction that is rolled back."""
     import sqlalchemy as sa
 
-    from reconcile.state.store import StateStore, locks_table
+    from reconcile.state.store import StateStore
 
     state = StateStore(url)
     try:
-        with state.engine.connect() as conn:
-            transaction = conn.begin()
-            try:
-                at = state.now()
-                conn.execute(
-                    locks_table.insert().values(
-                        job="stripe-reconcile check", owner="check", acquired_at=at, expires_at=at
-                    )
-                )
-            finally:
-                transaction.rollback()
+        state.check_writable()
     except sa.exc.SQLAlchemyError as exc:
         raise ConfigError(
             f"[state] url {safe_url(url)} cannot be written ({_cause(exc)}): "

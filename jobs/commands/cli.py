@@ -2,25 +2,30 @@
 
 Library errors become one line on stderr and the exit code their class carries;
 no traceback reaches the user.
+
+Start-up stays light: this module imports click and the job catalogue, nothing that
+pulls in pandas, pyarrow, the Stripe SDK or SQLAlchemy. Commands in other modules are
+attached by name (`add_lazy_command`) and imported when they run; `run JOB` commands
+are built from the job registry on first use (jobs.commands.run_jobs).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from jobs.commands.runs import incremental_option
-from jobs.commands.support import ReconcileGroup, config_option, fail_on_option, load, out_option
-from jobs.delivery import email_option
-from jobs.registry import JOBS
-from reconcile.logs import configure_logging
+from jobs.commands.plugins import PluginGroup
+from jobs.commands.run_jobs import attach_jobs
+from jobs.commands.support import ReconcileGroup, config_option, defer_logging
 
-__all__ = ["cli", "main"]
+__all__ = ["LAZY_COMMANDS", "cli", "main"]
 
 
-@click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -49,12 +54,11 @@ def cli(
     ctx: click.Context, config_path: Path | None, log_level: str | None, log_format: str | None
 ) -> None:
     """Reconcile Stripe customers with your user database, and repair them safely."""
-    configure_logging(
-        log_level or ("warning" if ctx.invoked_subcommand == "demo" else "info"),
-        log_format=log_format,
-    )
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    defer_logging(
+        ctx, log_level or ("warning" if ctx.invoked_subcommand == "demo" else "info"), log_format
+    )
 
 
 @cli.group(cls=ReconcileGroup)
@@ -62,135 +66,67 @@ def run() -> None:
     """Run one job now (dry run unless the job says otherwise)."""
 
 
-@run.command("reconcile")
-@incremental_option
-@config_option
-@out_option
-@fail_on_option
-@email_option
-@click.pass_context
-def run_reconcile(
-    ctx: click.Context,
-    incremental: bool | None,
-    config_path: Path | None,
-    out_dir: Path | None,
-    fail_on: str | None,
-    email: bool | None,
-) -> None:
-    """Find duplicates, orphans, missing and unlinked customers, and stale metadata."""
-    from jobs.options import parse_job_options, run_job
-    from jobs.summary import format_summary
-
-    settings = load(ctx, config_path)
-    options = parse_job_options(
-        "reconcile",
-        {"incremental": incremental, "fail_on": fail_on, "email": email},
-        where="run reconcile",
-    )
-    outcome = run_job(JOBS["reconcile"], settings, options, out_dir=out_dir)
-    click.echo(format_summary(outcome.summary))
-    click.echo(str(outcome.run_dir))
-    ctx.exit(outcome.exit_code)
+attach_jobs(run)
 
 
 @cli.command()
 @config_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help=(
+        "Print one JSON object (whether all passed, the exit code, each check's name, "
+        "status and message) instead of the lines."
+    ),
+)
 @click.pass_context
-def check(ctx: click.Context, config_path: Path | None) -> None:
+def check(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """Preflight: key, Stripe, Redis, user and state databases, report folder, SMTP, Pushgateway."""
-    from jobs.commands.check import run_checks
+    from jobs.commands.check import check_command
 
-    settings = load(ctx, config_path)
-    ok = run_checks(settings, click.echo)
-    ctx.exit(0 if ok.passed else ok.exit_code)
+    check_command(ctx, config_path, as_json=as_json)
 
 
-@cli.command()
-@click.option("--customers", default=3000, show_default=True, help="Customers to seed.")
-@click.option("--seed", default=7, show_default=True, help="Seed of the generated account.")
-@out_option
-@click.pass_context
-def demo(ctx: click.Context, customers: int, seed: int, out_dir: Path | None) -> None:
-    """Start the sandbox, seed an account with planted anomalies, run every read-only job."""
-    from sandbox.demo import run_demo
+def _attribute(module: str, name: str) -> Callable[[], click.Command]:
+    def loader() -> click.Command:
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
 
-    if customers < 50 or customers > 200_000:
-        raise click.BadParameter("must be between 50 and 200000", param_hint="--customers")
-    run_demo(customers=customers, seed=seed, out_dir=out_dir or Path("output"), echo=click.echo)
+    return loader
 
 
-@cli.command()
-@click.option("--port", default=12111, show_default=True, help="Port to listen on (0 = any).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--seed-customers", default=0, show_default=True, help="Seed test mode.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated account.")
-@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every response.")
-@click.option("--jitter-ms", default=0.0, show_default=True, help="Random extra latency, 0..N.")
-@click.option("--no-rate-limits", is_flag=True, help="Never answer 429.")
-@click.option(
-    "--users-db",
-    default=None,
-    help="With --seed-customers: write the matching users table here (SQLite path or URL).",
+# Commands of other modules: (name, module, attribute, help as `--help` lists it before
+# the module is imported; tests/cli checks it against the command's own).
+LAZY_COMMANDS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "customer",
+        "jobs.commands.customer",
+        "customer",
+        "Find, create, update or delete one customer.",
+    ),
+    (
+        "runs",
+        "jobs.commands.runs",
+        "runs",
+        "List recent runs: status, start, duration, findings, requests, 429s; reads in 30 days.",
+    ),
+    (
+        "serve",
+        "jobs.commands.schedule",
+        "serve",
+        "Run the [schedule] in the foreground; SIGTERM or Ctrl-C stops it cleanly.",
+    ),
+    (
+        "schedule",
+        "jobs.commands.schedule",
+        "schedule",
+        "Show each scheduled job with its next fire times (UTC unless a timezone is set).",
+    ),
 )
-@click.option(
-    "--ground-truth",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="With --seed-customers: write the planted anomalies here (JSON).",
-)
-def sandbox(
-    port: int,
-    host: str,
-    seed_customers: int,
-    seed: int,
-    latency_ms: float,
-    jitter_ms: float,
-    no_rate_limits: bool,
-    users_db: str | None,
-    ground_truth: Path | None,
-) -> None:
-    """Serve the Stripe-compatible sandbox in the foreground (Ctrl-C stops it)."""
-    if not 0 <= port <= 65535:
-        raise click.BadParameter("must be between 0 and 65535", param_hint="--port")
-    if seed_customers < 0 or latency_ms < 0 or jitter_ms < 0:
-        raise click.BadParameter("must not be negative", param_hint="--seed-customers/--latency-ms")
-    if (users_db or ground_truth) and not seed_customers:
-        raise click.BadParameter("needs --seed-customers N", param_hint="--users-db/--ground-truth")
-    from sandbox.ratelimit import RateLimits
-    from sandbox.runner import SandboxConfig, serve_forever
-
-    serve_forever(
-        SandboxConfig(
-            host=host,
-            port=port,
-            latency_ms=latency_ms,
-            jitter_ms=jitter_ms,
-            seed_customers=seed_customers,
-            seed=seed,
-            limits=RateLimits(enabled=not no_rate_limits),
-            users_db=users_db,
-            ground_truth_path=ground_truth,
-        )
-    )
-
-
-# Commands defined in their own modules are attached here, one line each.
-from jobs.commands.card_expiry import run_card_expiry  # noqa: E402
-
-run.add_command(run_card_expiry)
-from jobs.commands.customer import customer  # noqa: E402
-from jobs.commands.maintenance import MAINTENANCE_COMMANDS  # noqa: E402
-
-for _command in MAINTENANCE_COMMANDS:
-    run.add_command(_command)
-cli.add_command(customer)
-from jobs.commands.runs import add_resume_options, runs  # noqa: E402
-from jobs.commands.schedule import schedule, serve  # noqa: E402
-
-cli.add_command(serve)
-cli.add_command(schedule)
-cli.add_command(runs)
-add_resume_options(run)  # last: every `run JOB` attached above gets --resume
+for _name, _module, _attr, _help in LAZY_COMMANDS:
+    cli.add_lazy_command(_name, _attribute(_module, _attr), _help)
 
 
 def main() -> None:
