@@ -18,11 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-sandbox: $(STAMP)
 	$(BIN)/python bench/sandbox_bench.py
@@ -31,7 +33,8 @@ bench-compare: $(STAMP)
 	$(BIN)/python bench/compare_bench.py
 
 bench-scale: $(STAMP)
-	$(BIN)/python bench/scale_bench.py --both
+	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/scale_bench.py --customers 20000 --only reconcile --only card-expiry
 
 bench-local: $(STAMP)
 	$(BIN)/python bench/local_bench.py
