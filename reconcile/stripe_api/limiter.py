@@ -66,9 +66,9 @@ __all__ = [
 ]
 
 # Stretch of the emission interval: keeps the window bound strict despite float rounding
-# and leaves room for arrival jitter on the way to the server. 0.02 left ~20 ms at 25/s,
-# and a busy client (30 threads parsing pages) sends some requests later than that:
-# bench/scale_bench.py saw 41 429s in 1,380 requests; 0.05 leaves a request and ~70 ms.
+# and leaves room for arrival jitter on the way to the server, where a busy client (many
+# threads parsing pages) sends some requests a few tens of milliseconds late; 0.05 leaves
+# one request and about 70 ms a second at 25/s.
 SAFETY = 0.05
 
 # Slowing down after Stripe refuses (AIMD, as TCP does): the factor on a bucket's rate.
@@ -275,8 +275,8 @@ class RequestLimiter:
         # after its reserved instant put the reservations of a span of 1 + L seconds into
         # one second; with T = (1 + SAFETY) / (N - b + 1) those are at most N while
         # L < SAFETY. Half of it goes to waking late, half is left for the way to the
-        # server. (Half an interval, as before, was 2 ms at 250/s: a busy interpreter
-        # woke later than that for four requests in ten, and each took a new slot.)
+        # server. A tolerance tied to the interval instead would be a few milliseconds at
+        # high rates, which a busy interpreter often misses, and every miss takes a slot.
         self._late_tolerance = SAFETY / 2
         self._clock = clock
         self._sleep = sleep
