@@ -8,7 +8,8 @@ shared limiter. Customers outside `[userdb] scope` (unless a user links to them)
 left out, as in reconcile. The listing is the resumable one (reconcile.listing.resume).
 A customer deleted between the listing (or a resumed run's stored pages) and its
 payment-method call is left out too and counted (`customers_deleted_during_run`), never
-a failed run.
+a failed run. Default cards with a full listing certain (no mirror): the listing starts
+in a thread of its own before the users are read, as in reconcile (jobs.listing_run).
 
 Options: `days` (window, default `[card_expiry] days`), `all_cards`, `send`,
 `confirm_live`, `incremental` (default cards from the customer mirror brought up to date

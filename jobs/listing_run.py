@@ -1,7 +1,9 @@
 """The resumable customer listing of a job's run, from the job's context.
 
 The listing (reconcile.listing.resume) takes what it needs explicitly; this is where a
-job's context, settings and options become those arguments.
+job's context, settings and options become those arguments. A job whose listing is
+certain to be a full one starts it early (`start_listing`): its first pages arrive while
+pandas is imported and the users are read.
 """
 
 from __future__ import annotations
