@@ -25,4 +25,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines += [f"  {kind:<{width}}  {count:>7}" for kind, count in counts.items()]
     else:
         lines.append("  no findings")
+    changes = summary.get("changes")
+    if isinstance(changes, Mapping) and changes.get("since_run"):
+        lines.append(
+            f"  since run {changes['since_run']}: {changes.get('new', 0)} new, "
+            f"{changes.get('resolved', 0)} resolved, {changes.get('still_open', 0)} still open"
+        )
     return "\n".join(lines)
