@@ -28,6 +28,9 @@ from tests.gateway.test_limiter_redis import REDIS_URL, forget_namespace, redis_
 from tests.seeded import TEST_KEY, SeededWorld, build_world
 from tests.unattended.helpers import SCRIPT, env_for, write_config
 
+# Throughput against the real clock: run alone, not beside another test worker.
+pytestmark = pytest.mark.serial
+
 SHARE_OF_TEST_LIMIT = 25 * 0.8
 
 
