@@ -25,13 +25,9 @@ DEMO_SCOPE = {"env": "prod"}
 
 
 def run_demo(*, customers: int, seed: int, out_dir: Path, echo: Callable[[str], None]) -> None:
+    from sandbox.loading import load_into_sandbox
     from sandbox.runner import SandboxConfig, SandboxServer
-    from sandbox.seed import (
-        generate_account,
-        load_into_sandbox,
-        write_ground_truth,
-        write_users_db,
-    )
+    from sandbox.seed import generate_account, write_ground_truth, write_users_db
 
     data_dir = out_dir / "demo-data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,10 @@ from aiohttp import web
 from sandbox.clock import SandboxClock
 from sandbox.events import EventFaults
 from sandbox.faults import FaultInjector
+from sandbox.loading import load_account
 from sandbox.ratelimit import RateLimits
 from sandbox.requestlog import RequestLog
-from sandbox.server import SandboxState, build_app, load_account
+from sandbox.server import SandboxState, build_app
 from sandbox.store import SandboxStore
 
 __all__ = ["RateLimits", "SandboxClock", "SandboxConfig", "SandboxServer", "serve_forever"]

@@ -38,15 +38,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 
 from reconcile.errors import UserDBError
-
-if TYPE_CHECKING:
-    from sandbox.store import SandboxStore
 
 __all__ = [
     "CARD_EXPIRING_WINDOW_DAYS",
@@ -55,7 +52,6 @@ __all__ = [
     "SeededAccount",
     "generate_account",
     "listed_customers",
-    "load_into_sandbox",
     "users_db_shown",
     "users_db_url",
     "users_snapshot",
@@ -721,16 +717,6 @@ def users_snapshot(account: SeededAccount) -> pd.DataFrame:
         ),
         list(GROUND_TRUTH_CONFIG["metadata_keys"]),
     )
-
-
-def load_into_sandbox(store: SandboxStore, account: SeededAccount) -> tuple[int, int]:
-    """Load the account into a sandbox store: test mode, deleted ids marked, live customers.
-
-    Returns (customers, payment methods) loaded into test mode.
-    """
-    from sandbox.server import load_account  # the server imports this module late
-
-    return load_account(store, "test", account)
 
 
 _METADATA = sa.MetaData()

@@ -21,14 +21,15 @@ from aiohttp import web
 from sandbox import api
 from sandbox.apierrors import STRIPE_RATE_LIMIT_REASONS, ApiError, rate_limited
 from sandbox.faults import Fault, FaultInjector
-from sandbox.history import add_seeded_history
+from sandbox.history import add_history
+from sandbox.loading import seed_store
 from sandbox.objects import API_VERSION
 from sandbox.params import parse_form
 from sandbox.ratelimit import RateLimits, SlidingWindowLimiter
 from sandbox.requestlog import RequestLog, RequestRecord
 from sandbox.store import IdempotentResult, ModeStore, SandboxStore
 
-__all__ = ["ADMIN_PREFIX", "SandboxState", "build_app", "load_account", "seed_store"]
+__all__ = ["ADMIN_PREFIX", "SandboxState", "build_app"]
 
 ADMIN_PREFIX = "/_sandbox/"
 _REQUEST_ID_ALPHABET = string.ascii_letters + string.digits
@@ -406,13 +407,16 @@ def _admin_action(
         history = body.get("events", False)
         if not isinstance(history, bool):
             raise ValueError(f"events must be true or false, got {history!r}")
-        added = store.bulk_load(
-            mode,
-            body.get("customers", []),
-            body.get("payment_methods", []),
-            body.get("subscriptions", []),
-            history=history,
-        )
+        customers = body.get("customers", [])
+        payment_methods = body.get("payment_methods", [])
+        subscriptions = body.get("subscriptions", [])
+        with store.lock:  # no request sees the records before their history
+            store.bulk_load(mode, customers, payment_methods, subscriptions)
+            added = (
+                add_history(store.mode(mode), customers, payment_methods, subscriptions)
+                if history
+                else 0
+            )
         loaded: dict[str, Any] = {"mode": mode, "customers": store.count(mode)}
         if history:
             loaded["events"] = added
@@ -530,35 +534,6 @@ def _rate_limit_reason(value: Any) -> str:
             ' or "" (a 429 without the header)'
         )
     return str(value)
-
-
-def seed_store(store: SandboxStore, mode: str, customers: int, *, seed: int = 0) -> tuple[int, int]:
-    """Seed `mode` with the project's generator; returns (customers, payment methods) added."""
-    from sandbox.seed import generate_account  # written separately; import late
-
-    account = generate_account(customers, seed=seed, now=int(store.clock()))
-    return load_account(store, mode, account)
-
-
-def load_account(store: SandboxStore, mode: str, account: Any) -> tuple[int, int]:
-    """Load a `SeededAccount`: its customers and cards into `mode`, its deleted customers
-    marked deleted, its live-mode customers (if any) into the other mode, each mode with
-    the last 30 days of events such an account has (history.py)."""
-    deleted = list(getattr(account, "deleted_customer_ids", ()))
-    seed = int(getattr(account, "seed", 0))
-    store.bulk_load(mode, account.customers, account.payment_methods)
-    with store.lock:
-        data = store.mode(mode)
-        with data.events.suspended():  # the history below dates these deletions
-            store.mark_deleted(mode, deleted)
-        add_seeded_history(data, account.customers, account.payment_methods, deleted, seed=seed)
-    other = getattr(account, "live_customers", ())
-    if other:
-        other_mode = "live" if mode == "test" else "test"
-        store.bulk_load(other_mode, other)
-        with store.lock:
-            add_seeded_history(store.mode(other_mode), other, (), (), seed=seed)
-    return len(account.customers), len(account.payment_methods)
 
 
 def build_app(state: SandboxState) -> web.Application:

@@ -5,8 +5,8 @@ two bisections and a slice at any depth: O(log N + page size). Records are compa
 objects; the full Stripe JSON is built only when a record is served (see objects.py).
 
 Every write through a `ModeStore` method emits Stripe's events into the mode's `EventLog`
-(events.py); bulk loads do not (they put an account in place; see history.py for the
-events a seeded account comes with).
+(events.py); bulk loads do not (they put an account in place; whoever loads one adds the
+events it comes with, history.py).
 """
 
 from __future__ import annotations
@@ -738,20 +738,11 @@ class SandboxStore:
         customers: Sequence[Mapping[str, Any]],
         payment_methods: Sequence[Mapping[str, Any]] = (),
         subscriptions: Sequence[Mapping[str, Any]] = (),
-        *,
-        history: bool = False,
-    ) -> int:
-        """Load records as the account already is: no events, unless `history`, which adds
-        the events Stripe would list for them (those of the last 30 days: created,
-        attached, default set, subscription created). Returns the events added."""
+    ) -> None:
+        """Load records as the account already is, without events: a caller that wants
+        the history Stripe would list for them adds it (history.py), holding `lock`."""
         with self.lock:
-            data = self.mode(mode)
-            data.bulk_load(customers, payment_methods, subscriptions)
-            if not history:
-                return 0
-            from sandbox.history import add_history  # it imports this module
-
-            return add_history(data, customers, payment_methods, subscriptions)
+            self.mode(mode).bulk_load(customers, payment_methods, subscriptions)
 
     def reset(self) -> None:
         """Empty both modes (events included), clear the event faults and put the clock

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile.settings import Settings, StateSettings, load_settings
+from sandbox.loading import load_into_sandbox
 from sandbox.runner import SandboxServer
 from sandbox.seed import (
     SeededAccount,
     generate_account,
-    load_into_sandbox,
     write_users_db,
 )
 

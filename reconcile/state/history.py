@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from reconcile.logs import get_logger
 from reconcile.state.read_budget import record_reads
 from reconcile.state.store import RunRecord, RunStatus, StateStore
-from reconcile.state.tables import listings_table, stats_table
+from reconcile.state.tables import runs_table, stats_table
 from reconcile.stripe_api.endpoints import reads_of
 from reconcile.stripe_api.http import RequestStats
 
@@ -249,6 +249,6 @@ def resumed_from(state: StateStore, run_id: str) -> str | None:
     """The run whose listing `run_id` continued, if it resumed one."""
     with state.engine.connect() as conn:
         found = conn.execute(
-            sa.select(listings_table.c.resumed_from).where(listings_table.c.run_id == run_id)
+            sa.select(runs_table.c.resumed_from).where(runs_table.c.run_id == run_id)
         ).scalar()
     return None if found is None else str(found)

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from reconcile.errors import ConfigError
-from reconcile.state.tables import listings_table, metadata, schema_version_table
+from reconcile.state.tables import listings_table, metadata, runs_table, schema_version_table
 
 __all__ = [
     "MIGRATIONS",
@@ -73,9 +73,29 @@ def _index_run_listings_by_job(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _resumed_from_on_runs(conn: Connection) -> None:
+    # A listing's rows are deleted once its run's report is in place, so which run a run
+    # resumed is kept on the run's own row; runs that resumed before this version keep it.
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(runs_table.name):
+        return
+    if "resumed_from" not in {c["name"] for c in inspector.get_columns(runs_table.name)}:
+        column = runs_table.c.resumed_from
+        type_sql = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {runs_table.name} ADD COLUMN {column.name} {type_sql}"))
+    if inspector.has_table(listings_table.name):
+        resumed = (
+            sa.select(listings_table.c.resumed_from)
+            .where(listings_table.c.run_id == runs_table.c.run_id)
+            .scalar_subquery()
+        )
+        conn.execute(runs_table.update().values(resumed_from=resumed))
+
+
 # In version order; version 1 is the schema of stripe-reconcile 0.1.0 (V1_COLUMNS).
 MIGRATIONS: list[Migration] = [
     Migration(2, "index stripe_reconcile_run_listings by job", _index_run_listings_by_job),
+    Migration(3, "stripe_reconcile_runs.resumed_from", _resumed_from_on_runs),
 ]
 
 # The tables and columns 0.1.0 created: what an unversioned database must match to be

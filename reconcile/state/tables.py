@@ -5,8 +5,9 @@ colliding with (or touching) its tables. The shapes here are the latest schema v
 `reconcile.state.schema` creates them on a fresh database and migrates an older one, so a
 change to a table here goes with a migration there.
 
-The modules that use the tables (store, audit, history, reminders_sent, read_budget,
-reconcile.listing.checkpoints) import them from here; nothing else declares a state table.
+The modules of this package that use the tables (store, audit, history, reminders_sent,
+read_budget, checkpoints) import them from here; nothing else declares a state table, and
+nothing outside reconcile.state runs a statement over one.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ runs_table = sa.Table(
     sa.Column("requests_json", sa.Text(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("report_dir", sa.Text(), nullable=True),
+    # The run whose listing this run continued (schema version 3): kept here because the
+    # listing's own rows go once the run's report is in place.
+    sa.Column("resumed_from", sa.String(64), nullable=True),
     sa.Index(f"{TABLE_PREFIX}runs_job_started", "job", "started_at"),
 )
 
@@ -164,7 +168,8 @@ reminders_table = sa.Table(
     sa.Column("last_run_id", sa.String(64), nullable=False),
 )
 
-# Resumable listings and their window cursors (reconcile.listing.checkpoints).
+# Resumable listings and their window cursors (reconcile.state.checkpoints); a listing's
+# rows go with its work folder once the report is in place.
 
 listings_table = sa.Table(
     f"{TABLE_PREFIX}run_listings",

@@ -37,8 +37,9 @@ from reconcile.rules.snapshots import customers_frame
 from reconcile.stripe_api.gateway import StripeGateway
 from reconcile.stripe_api.limiter import RequestLimiter
 from reconcile.stripe_api.pager import iter_customers
+from sandbox.loading import load_into_sandbox
 from sandbox.runner import SandboxConfig, SandboxServer
-from sandbox.seed import generate_account, load_into_sandbox
+from sandbox.seed import generate_account
 from tests.gateway.test_pager_fallback import CUSTOMERS, _NoCreatedFilter
 
 KEY = "sk_test_" + "WorkQueue0123456789ab"

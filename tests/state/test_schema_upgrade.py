@@ -21,6 +21,8 @@ from jobs.commands.cli import cli
 from reconcile.errors import EXIT_CONFIG, ConfigError
 from reconcile.state import schema
 from reconcile.state.audit import AuditLog
+from reconcile.state.checkpoints import CheckpointStore
+from reconcile.state.history import resumed_from
 from reconcile.state.schema import MIGRATIONS, V1_COLUMNS, Migration, latest_version
 from reconcile.state.store import StateStore
 from reconcile.state.tables import TABLE_PREFIX, metadata, schema_version_table
@@ -124,7 +126,7 @@ def test_a_fresh_database_is_created_at_the_latest_version(
     database_url: str, opened: list[StateStore]
 ) -> None:
     open_store(database_url, opened)
-    assert stored(database_url) == latest_version() == 2
+    assert stored(database_url) == latest_version() == 3
     assert table_names(database_url) == STATE_TABLES
 
 
@@ -134,6 +136,27 @@ def test_migration_2_indexes_the_listings_by_job(
     open_store(database_url, opened)
     indexes = shape(database_url)["stripe_reconcile_run_listings"]["indexes"]
     assert ("stripe_reconcile_run_listings_job", ("job",), False) in indexes
+
+
+def test_migration_3_keeps_which_run_a_run_resumed_on_the_run_row(
+    v1_url: str, opened: list[StateStore]
+) -> None:
+    # A run that resumed before version 3 is known by its listing row alone.
+    engine = sa.create_engine(v1_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO stripe_reconcile_run_listings"
+            " (run_id, job, listing_id, created_lt, work_dir, resumed_from)"
+            f" VALUES ('{RUN_OK}', 'reconcile', 'l-1', 1, '/w', 'run-before')"
+        )
+    engine.dispose()
+    state = open_store(v1_url, opened)
+    columns = dict(shape(v1_url)["stripe_reconcile_runs"]["columns"])
+    assert columns["resumed_from"] is True
+    assert resumed_from(state, RUN_OK) == "run-before"
+    # The listing's rows may go now: the run's row still says it.
+    CheckpointStore(state.engine).forget_listing("l-1")
+    assert resumed_from(state, RUN_OK) == "run-before"
 
 
 def test_a_read_only_database_at_the_latest_version_opens(tmp_path: Path) -> None:
@@ -251,16 +274,17 @@ def test_a_later_migration_runs_once_on_an_older_database(
     v1_url: str, monkeypatch: pytest.MonkeyPatch, opened: list[StateStore]
 ) -> None:
     calls: list[int] = []
+    later = latest_version() + 1
 
     def marker(conn: Connection) -> None:
-        calls.append(3)
+        calls.append(later)
         _create_marker(conn)
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [*MIGRATIONS, Migration(3, "a marker", marker)])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*MIGRATIONS, Migration(later, "a marker", marker)])
     open_store(v1_url, opened)
-    open_store(v1_url, opened)  # at version 3 now: nothing to run
-    assert calls == [3]
-    assert stored(v1_url) == 3
+    open_store(v1_url, opened)  # at the marker's version now: nothing to run
+    assert calls == [later]
+    assert stored(v1_url) == later
     assert "stripe_reconcile_test_marker" in table_names(v1_url)
     assert_v1_rows_read_back(opened[-1])
 
@@ -274,15 +298,18 @@ def test_a_failed_migration_leaves_the_database_as_it_was(
         _create_marker(conn)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [*MIGRATIONS, Migration(3, "a marker", broken)])
+    later = latest_version() + 1
+    monkeypatch.setattr(schema, "MIGRATIONS", [*MIGRATIONS, Migration(later, "a marker", broken)])
     with pytest.raises(ConfigError) as info:
         StateStore(v1_url)
     message = str(info.value)
     assert (
-        "schema version 3 (a marker) failed (disk full); it is unchanged, at version 1" in message
+        f"schema version {later} (a marker) failed (disk full); it is unchanged, at version 1"
+        in message
     )
     assert "\n" not in message
-    # Migration 2's index, the marker table and the version row all rolled back together.
+    # The earlier migrations' index and column, the marker table and the version row all
+    # rolled back together.
     assert shape(v1_url) == before
     assert stored(v1_url) is None
 
@@ -365,14 +392,16 @@ def test_runs_opening_the_database_together_upgrade_it_once(
             postgresql_v1_from_ddl(url, tmp_path)
     upgrades: list[int] = []
     lock = threading.Lock()
-    index_by_job = MIGRATIONS[0]
 
-    def counted(conn: Connection) -> None:
-        with lock:
-            upgrades.append(2)
-        index_by_job.upgrade(conn)
+    def counted(migration: Migration) -> Migration:
+        def upgrade(conn: Connection) -> None:
+            with lock:
+                upgrades.append(migration.version)
+            migration.upgrade(conn)
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [Migration(2, index_by_job.description, counted)])
+        return Migration(migration.version, migration.description, upgrade)
+
+    monkeypatch.setattr(schema, "MIGRATIONS", [counted(m) for m in MIGRATIONS])
 
     def open_everything() -> None:
         # Each with its own engine, as separate runs have.
@@ -387,7 +416,7 @@ def test_runs_opening_the_database_together_upgrade_it_once(
     assert stored(url) == latest_version()
     assert table_names(url) == STATE_TABLES
     # A fresh database is created at the latest version; 0.1.0's is migrated exactly once.
-    assert upgrades == ([] if start == "fresh" else [2])
+    assert upgrades == ([] if start == "fresh" else [m.version for m in MIGRATIONS])
 
 
 def test_processes_opening_a_0_1_0_database_together_all_succeed(v1_url: str) -> None:
@@ -440,6 +469,16 @@ def test_the_state_package_imports_nothing_above_it() -> None:
 
 _DECLARES_STATE_TABLE = re.compile(r"sa\.Table\(\s*f?[\"'](\{TABLE_PREFIX\}|stripe_reconcile_)")
 _RAW_SQL = re.compile(r"sa\.text\(|exec_driver_sql\(")
+
+
+def test_only_the_state_package_touches_the_state_tables() -> None:
+    # One owner: the listing layer and the jobs ask reconcile.state, never its tables.
+    for package in ("reconcile", "jobs", "reports", "sandbox", "bench"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith("reconcile/state/"):
+                continue
+            assert "reconcile.state.tables" not in _imports(path), relative
 
 
 def test_state_tables_are_declared_and_queried_in_one_place() -> None:

@@ -62,10 +62,11 @@ def postgresql_v1_from_ddl(url: str, sqlite_copy_folder: Path) -> None:
                 if statement.strip():
                     conn.exec_driver_sql(statement)
         with source.connect() as read, target.begin() as write:
-            # The tables of 0.1.0 have the same columns as today's: read and write through them.
-            for name in V1_COLUMNS:
+            # Today's tables hold every column 0.1.0 had: read and write those through them.
+            for name, names in V1_COLUMNS.items():
                 table = metadata.tables[name]
-                rows = [dict(row) for row in read.execute(sa.select(table)).mappings()]
+                columns = [table.c[column] for column in sorted(names)]
+                rows = [dict(row) for row in read.execute(sa.select(*columns)).mappings()]
                 if rows:
                     write.execute(table.insert(), rows)
             # As 0.1.0's own inserts would have left it: the next audit id follows the last.

@@ -12,6 +12,7 @@ from jobs.commands.cli import cli
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
 from reconcile.listing.checkpoints import CheckpointStore
+from reconcile.state.history import resumed_from
 from reconcile.state.store import RunStatus, StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import env_for, list_requests, start, wait_for, write_config
@@ -81,9 +82,7 @@ def test_sigkill_mid_listing_then_resume_gives_the_same_findings_with_fewer_requ
         assert state.get_run(killed.run_id).status is RunStatus.INTERRUPTED  # type: ignore[union-attr]
         newest = state.list_runs("reconcile", limit=1)[0]
         assert newest.status is RunStatus.SUCCEEDED
-        assert CheckpointStore(state.engine).listing_of(newest.run_id).resumed_from == (  # type: ignore[union-attr]
-            killed.run_id
-        )
+        assert resumed_from(state, newest.run_id) == killed.run_id
         # The report is in place, so the work folder and its cursors are gone.
         assert not work_dir.exists()
         assert CheckpointStore(state.engine).windows(listing.listing_id) == []

@@ -17,7 +17,7 @@ import pytest
 from jobs.reconcile_job import JOB
 from jobs.runner import execute_job
 from reconcile.errors import LockHeldError
-from reconcile.listing.checkpoints import CheckpointStore
+from reconcile.state.history import resumed_from
 from reconcile.state.store import RunStatus, StateStore
 from tests.seeded import SeededWorld
 from tests.unattended.helpers import SCRIPT, env_for, list_requests, start, wait_for, write_config
@@ -142,9 +142,7 @@ def test_a_run_killed_on_one_host_is_resumed_by_a_retry_on_another(
         assert "lease expired" in (dead.error or "")
         newest = state.list_runs("reconcile", limit=1)[0]
         assert newest.status is RunStatus.SUCCEEDED
-        listing = CheckpointStore(state.engine).listing_of(newest.run_id)
-        assert listing is not None
-        assert listing.resumed_from == killed.run_id
+        assert resumed_from(state, newest.run_id) == killed.run_id
         assert state.lock_holder("reconcile") is None
     finally:
         state.close()
