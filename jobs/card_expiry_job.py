@@ -57,6 +57,7 @@ __all__ = [
     "CONFIRM_LIVE_ENV",
     "DEFAULT_CARD_EXPANDS",
     "JOB",
+    "ListedDefaults",
     "cards_of_customer",
     "cards_unless_deleted",
     "default_cards",
@@ -201,17 +202,42 @@ def records_from_mirror(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[s
     return records
 
 
-def default_cards(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The default card of each customer, from the listing's expanded objects."""
-    from reconcile.rules.cards import card_from_object
+def _default_card(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    from reconcile.rules.card_rows import card_from_object
 
+    _, obj = _default_of(record)
+    return None if obj is None else card_from_object(obj, str(record["id"]), is_default=True)
+
+
+class ListedDefaults:
+    """The listing's `keep` hook for default cards: trims each customer (`trimmed_customer`)
+    and builds its default card's row as its page arrives, in the listing's workers, so
+    the rows are ready when the listing ends instead of being built after it."""
+
+    def __init__(self) -> None:
+        # By customer id: the trimmed record the row was built from, and the row.
+        self.built: dict[str, tuple[Mapping[str, Any], dict[str, Any] | None]] = {}
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        kept = trimmed_customer(record)
+        self.built[str(kept["id"])] = (kept, _default_card(kept))
+        return kept
+
+
+def default_cards(
+    records: Iterable[Mapping[str, Any]], listed: ListedDefaults | None = None
+) -> list[dict[str, Any]]:
+    """The default card of each customer, from the listing's expanded objects; a row
+    `listed` built from the very same record is taken as built."""
+    built = listed.built if listed is not None else {}
     rows = []
     for record in records:
-        _, obj = _default_of(record)
-        if obj is not None:
-            row = card_from_object(obj, str(record["id"]), is_default=True)
-            if row is not None:
-                rows.append(row)
+        found = built.get(str(record["id"]))
+        # The same object, not an equal id: a customer listed twice (a page fetched
+        # again) keeps the row of the record the listing kept.
+        row = found[1] if found is not None and found[0] is record else _default_card(record)
+        if row is not None:
+            rows.append(row)
     return rows
 
 
@@ -286,13 +312,14 @@ def run(ctx: JobContext) -> JobResult:
     # it arrives, and otherwise the mirror decides: both need the users first.)
     sent = ctx.gateway.stats.total
     early: Future[Walked] | None = None
-    if not all_cards and full_listing_certain(ctx):
+    # Default cards: each row built as its customer's page arrives.
+    listed_defaults = None if all_cards else ListedDefaults()
+    keep = trimmed_customer if listed_defaults is None else listed_defaults
+    if listed_defaults is not None and full_listing_certain(ctx):
         early = start_listing(
             ctx,
             JOB_NAME,
-            lambda listed: walk_customers(
-                listed, expand=DEFAULT_CARD_EXPANDS, keep=trimmed_customer
-            ),
+            lambda listed: walk_customers(listed, expand=DEFAULT_CARD_EXPANDS, keep=keep),
         )
     try:
         if early is not None:
@@ -320,7 +347,12 @@ def run(ctx: JobContext) -> JobResult:
         reflected_events,
         update_mirror,
     )
-    from jobs.reminders import due_reminders, preview_table, reminder_messages
+    from jobs.reminders import (
+        due_reminders,
+        preview_table,
+        reminder_email_count,
+        reminder_messages,
+    )
     from reconcile.rules.cards import (
         REMINDER_COLUMNS,
         card_findings,
@@ -366,7 +398,7 @@ def run(ctx: JobContext) -> JobResult:
                     listing_run(ctx, JOB_NAME),
                     expand=DEFAULT_CARD_EXPANDS,
                     on_page=scan.submit_page if scan is not None else None,
-                    keep=trimmed_customer,
+                    keep=keep,
                 )
             if listing.resumed_from is not None:
                 plan.reflected = ()  # part of the pages are older than these events
@@ -398,7 +430,7 @@ def run(ctx: JobContext) -> JobResult:
                 customers = customers[~gone].reset_index(drop=True)
                 log.info("customers deleted during the run", customers=len(deleted_meanwhile))
         else:
-            rows = default_cards(records) if mirror_cards is None else []
+            rows = default_cards(records, listed_defaults) if mirror_cards is None else []
     finally:
         if scan is not None:
             scan.close()
@@ -418,7 +450,10 @@ def run(ctx: JobContext) -> JobResult:
         due = due_reminders(
             candidates, history, ctx.started_at, settings.card_expiry.remind_again_after_days
         )
-        messages = reminder_messages(due, templates, settings.email.sender)
+        # A dry run only counts the messages (one rendered, to try the template on real data).
+        rendered = send or preview
+        messages = reminder_messages(due, templates, settings.email.sender) if rendered else []
+        emails_due = len(messages) if rendered else reminder_email_count(due, templates)
     facts: dict[str, Any] = {
         "customers_scanned": len(customers),
         "customers_deleted_during_run": len(deleted_meanwhile),
@@ -426,7 +461,7 @@ def run(ctx: JobContext) -> JobResult:
         "scope": "all cards" if all_cards else "default cards",
         "window_days": days,
         "reminders_due": len(due),
-        "reminder_emails_due": len(messages),
+        "reminder_emails_due": emails_due,
         "reminders_already_sent": len(candidates) - len(due),
         "reminder_customers_soft_deleted": soft_deleted,
         **plan.facts,
@@ -454,7 +489,7 @@ def run(ctx: JobContext) -> JobResult:
         facts["reminders"] = "sent 0: none due"
     else:
         facts["reminders"] = (
-            f"would send {len(messages)} email(s) for {len(due)} card(s); add --send to send"
+            f"would send {emails_due} email(s) for {len(due)} card(s); add --send to send"
         )
     tables = {"reminders": due[list(REMINDER_COLUMNS)].reset_index(drop=True)}
     if preview:

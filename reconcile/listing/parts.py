@@ -107,14 +107,21 @@ def read_parts(
     work_dir: Path,
     pages: Iterable[tuple[int, int]],
     keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    held: Mapping[tuple[int, int], list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """The customers of the first `n` pages of each `(window, n)`, as dicts, in window
     then page order; `keep(record)`, if given, is applied page by page, so only what it
-    returns is held for the whole listing."""
+    returns is held for the whole listing. A page in `held` (one this run fetched and
+    stored, kept as stored) is taken from there: not read, decoded or trimmed again."""
     records: list[dict[str, Any]] = []
-    for body in read_part_bodies(work_dir, pages):
-        data = json.loads(body)["data"]
-        records.extend(data if keep is None else map(keep, data))
+    for window, count in pages:
+        for page in range(count):
+            kept = held.get((window, page)) if held is not None else None
+            if kept is not None:
+                records.extend(kept)
+                continue
+            data = json.loads(_read_body(work_dir, window, page))["data"]
+            records.extend(data if keep is None else map(keep, data))
     return records
 
 

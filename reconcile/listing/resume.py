@@ -30,6 +30,7 @@ from reconcile.listing.checkpoints import (
 )
 from reconcile.listing.parts import read_parts, remove_work_dir, work_dir_for
 from reconcile.listing.walk import (
+    HeldPages,
     OnPage,
     listing_frame,
     merge_records,
@@ -119,10 +120,13 @@ def resumable_run(
 
 
 def _sweep_abandoned(store: CheckpointStore, job: str, keep: str) -> None:
+    """Every other listing of the job goes: a fresh listing means none will be resumed
+    (the job's runs hold its lock, so none is being walked)."""
     for listing_id, work_dir in other_listings(store.engine, job, keep):
-        if store.windows(listing_id) or Path(work_dir).exists():
-            remove_work_dir(Path(work_dir))
-            store.forget_listing(listing_id)
+        held_data = bool(store.windows(listing_id)) or Path(work_dir).exists()
+        remove_work_dir(Path(work_dir))
+        store.forget_listing(listing_id)
+        if held_data:
             log.info("removed the listing of an earlier failed run", listing_id=listing_id)
 
 
@@ -203,19 +207,23 @@ def walk_customers(
 
     Newest first, ties by id. `on_page` sees each page fetched by this run as it arrives
     (not the pages a resumed run reads back), so per-customer calls can start early.
-    `keep(record)` trims each customer as its page is read back (only what the job
-    needs is held for the whole listing).
+    `keep(record)` trims each customer as its page arrives, before it is stored, and
+    again as a resumed run's stored pages are read back (so it must give the same for
+    a trimmed customer): only what the job needs is stored, decoded and held.
     """
+    held: HeldPages = {}
     finished, listing = _page(
         run,
         expand=expand,
         on_page=on_page,
         bound_offset=bound_offset,
         extend_on_resume=extend_on_resume,
+        keep=keep,
+        held=held,
     )
     work_dir = Path(listing.work_dir)
     pages = [(c.window, c.pages) for c in finished]
-    return merge_records(read_parts(work_dir, pages, keep)), listing
+    return merge_records(read_parts(work_dir, pages, keep, held)), listing
 
 
 def walk_customers_frame(
@@ -235,6 +243,8 @@ def _page(
     on_page: OnPage | None = None,
     bound_offset: int = 0,
     extend_on_resume: bool = False,
+    keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    held: HeldPages | None = None,
 ) -> tuple[list[WindowCheckpoint], ListingRecord]:
     store, listing = open_listing(run, bound_offset=bound_offset, extend_on_resume=extend_on_resume)
     limiter = run.gateway.limiter
@@ -253,6 +263,8 @@ def _page(
             on_resume=lambda rows, pages: log.info(
                 "stored pages read back", customers=rows, pages=pages
             ),
+            keep=keep,
+            held=held,
         )
     return finished, listing
 

@@ -38,10 +38,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import gc
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,8 @@ __all__ = [
     "MAX_WORKERS",
     "PAGE_SIZE",
     "STRIPE_FLOOR",
+    "HeldPages",
+    "Keep",
     "OnPage",
     "cursors_needed",
     "list_windows",
@@ -111,6 +114,13 @@ _FIRST_PAGE_SECONDS = 0.35
 OnPage = Callable[[list[dict[str, Any]]], None]
 """Called with each page as it is stored (from the worker's thread), e.g. to start
 per-customer calls while the listing goes on."""
+
+Keep = Callable[[dict[str, Any]], dict[str, Any]]
+"""What a job keeps of a listed customer (e.g. without the rest of an expanded object)."""
+
+HeldPages = dict[tuple[int, int], list[dict[str, Any]]]
+"""The customers of the pages fetched now, by (window, page), as stored: read from here
+instead of decoding their parts again (reconcile.listing.parts.read_parts)."""
 
 
 def window_bounds(
@@ -388,6 +398,8 @@ class _Pager:
         advance: Advance,
         on_page: OnPage | None,
         file_mode: int,
+        keep: Keep | None = None,
+        held: HeldPages | None = None,
     ) -> None:
         self.gateway = gateway
         self.store = store
@@ -400,6 +412,8 @@ class _Pager:
         self.advance = advance
         self.on_page = on_page
         self.file_mode = file_mode
+        self.keep = keep
+        self.held = held
         # Set when any worker fails, so the others stop at their next page.
         self.abort = threading.Event()
         self.splits = 0
@@ -412,6 +426,10 @@ class _Pager:
         self, checkpoint: WindowCheckpoint, page: WindowPage, done: bool
     ) -> WindowCheckpoint:
         records = page.records
+        if records and self.keep is not None:
+            # Trimmed in the worker, as the page arrives: the part is stored, read back
+            # and decoded at the size the job needs, not at the size of the expansions.
+            records = list(map(self.keep, records))
         if records:
             write_part(
                 self.work_dir,
@@ -421,6 +439,8 @@ class _Pager:
                 file_mode=self.file_mode,
                 sync_dir=False,
             )
+            if self.held is not None:
+                self.held[(checkpoint.window, checkpoint.pages)] = records
         moved = WindowCheckpoint(
             window=checkpoint.window,
             created_gte=checkpoint.created_gte,
@@ -584,10 +604,16 @@ def page_windows(
     on_page: OnPage | None = None,
     file_mode: int = 0o600,
     on_resume: Callable[[int, int], None] | None = None,
+    keep: Keep | None = None,
+    held: HeldPages | None = None,
 ) -> list[WindowCheckpoint]:
     """Page every window not done yet into the work folder; the finished checkpoints.
 
-    `on_page` sees the pages fetched now, not the ones a resumed run reads back. Raises
+    `on_page` sees the pages fetched now, not the ones a resumed run reads back. `keep`,
+    if given, trims each customer before its page is stored (and before `on_page` sees
+    it): it must give the same for a customer it already trimmed, since a resumed run's
+    stored pages are read back through it again. `held`, if given, receives the stored
+    customers of each page fetched now (a page fetched again replaces its entry). Raises
     RunInterrupted (after every worker stored its page) when `stop` is set.
     """
     checkpoints = store.windows(listing_id)
@@ -610,10 +636,13 @@ def page_windows(
         advance=tick,
         on_page=on_page,
         file_mode=file_mode,
+        keep=keep,
+        held=held,
     )
     try:
         if queue.waiting:
-            _dispatch(queue, pager)
+            with _rare_full_collections():
+                _dispatch(queue, pager)
     except BaseException:
         # The pages stored so far keep their bookmarks; the listing's own error wins.
         with contextlib.suppress(Exception):
@@ -634,6 +663,36 @@ def page_windows(
         )
     log.info("listing done", windows=len(finished), windows_cut=pager.splits)
     return finished
+
+
+# The oldest generation's threshold while pages arrive (Python's default is 10).
+_LISTING_GEN2_THRESHOLD = 1_000
+_gc_lock = threading.Lock()
+_gc_listings = 0
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def _rare_full_collections() -> Iterator[None]:
+    """Full collections made rare while a listing runs. The customers a job keeps as
+    pages arrive (and the loaded libraries) are long-lived and hold no cycles, yet each
+    full collection walks all of them, pausing every thread; young garbage (a request's
+    cycles) is still collected as usual. Process-wide, so counted across listings and
+    restored when the last one ends."""
+    global _gc_listings, _gc_saved
+    with _gc_lock:
+        if _gc_listings == 0:
+            _gc_saved = gc.get_threshold()
+            young, middle = _gc_saved[0], _gc_saved[1]
+            gc.set_threshold(young, middle, max(_LISTING_GEN2_THRESHOLD, _gc_saved[2]))
+        _gc_listings += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_listings -= 1
+            if _gc_listings == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def _dispatch(queue: _Queue, pager: _Pager) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from reconcile.rules.card_rows import card_from_object
 from reconcile.rules.findings import (
     STRING_DTYPE,
     FindingKind,
@@ -79,30 +80,6 @@ def expiry_date(exp_year: int, exp_month: int) -> date:
     if not 1 <= exp_month <= 12:
         raise ValueError(f"exp_month {exp_month} is not a month (1 to 12)")
     return date(exp_year, exp_month, calendar.monthrange(exp_year, exp_month)[1])
-
-
-def card_from_object(
-    obj: Mapping[str, Any], customer_id: str, *, is_default: bool
-) -> dict[str, Any] | None:
-    """One cards-frame row from a payment method (`card` inside) or a legacy card source.
-
-    Anything that is not a card (a SEPA debit, a bank account source) gives None.
-    """
-    card = obj.get("card") if obj.get("object") == "payment_method" else obj
-    if obj.get("object") == "payment_method" and obj.get("type", "card") != "card":
-        return None
-    if obj.get("object") not in ("payment_method", "card") or not isinstance(card, Mapping):
-        return None
-    return {
-        "customer_id": customer_id,
-        "payment_method_id": obj.get("id"),
-        "brand": card.get("brand"),
-        "last4": card.get("last4"),
-        "exp_month": card.get("exp_month"),
-        "exp_year": card.get("exp_year"),
-        "fingerprint": card.get("fingerprint"),
-        "is_default": is_default,
-    }
 
 
 def cards_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
