@@ -289,9 +289,7 @@ def update_mirror(
         frame = pd.concat([kept, added], ignore_index=True)
     else:
         frame = kept
-    frame = frame.sort_values(
-        ["created", "customer_id"], ascending=[False, True], kind="stable"
-    ).reset_index(drop=True)
+    frame = newest_first(frame)
     newest = max((int(e["created"]) for e in listed), default=meta.watermark)
     watermark = max(meta.watermark, newest)
     still_overlapping = {str(e["id"]) for e in listed if int(e["created"]) >= watermark - overlap}
@@ -328,6 +326,24 @@ def update_mirror(
         customers_read_back=len(reread),
     )
     return frame.drop(columns=[SEEN_THROUGH])
+
+
+def newest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The mirror in a listing's order: newest first, then by id."""
+    try:
+        # Sorted by Arrow: pandas factorizes every id of a two-key sort first, seconds
+        # over a million customers.
+        keys = pa.table(
+            {"created": pa.array(frame["created"]), "id": _arrow_text(frame["customer_id"])}
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return frame.sort_values(
+            ["created", "customer_id"], ascending=[False, True], kind="stable"
+        ).reset_index(drop=True)
+    order = pc.sort_indices(
+        keys, sort_keys=[("created", "descending", "at_end"), ("id", "ascending", "at_end")]
+    )
+    return frame.take(order.to_numpy()).reset_index(drop=True)
 
 
 def _like(added: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
@@ -548,6 +564,36 @@ def _cards_one_by_one(held: pd.DataFrame) -> pd.DataFrame:
 def _as_cards_frame(found: pd.DataFrame) -> pd.DataFrame:
     # The dtypes and order of reconcile.rules.cards.cards_frame.
     frame = found[list(CARD_COLUMNS)].reset_index(drop=True)
+    text = ("customer_id", "payment_method_id", *_CARD_TEXT)
+    try:
+        # As Arrow strings, sorted by Arrow: pandas' two-key sort factorizes every id first,
+        # seconds over a million cards where Arrow's sort takes a fraction.
+        arrays = {column: _arrow_text(frame[column]) for column in text}
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _as_cards_frame_slowly(frame)
+    order = pc.sort_indices(
+        pa.table({"c": arrays["customer_id"], "p": arrays["payment_method_id"]}),
+        sort_keys=[("c", "ascending", "at_end"), ("p", "ascending", "at_end")],
+    )
+    positions = order.to_numpy()
+    from_arrow = cast(Any, STRING_DTYPE).__from_arrow__  # pandas' ExtensionDtype protocol
+    columns: dict[str, Any] = {column: from_arrow(arrays[column].take(order)) for column in text}
+    for column in ("exp_month", "exp_year"):
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+        columns[column] = numbers.array.take(positions)
+    columns["is_default"] = frame["is_default"].fillna(False).astype(bool).to_numpy()[positions]
+    return pd.DataFrame({column: columns[column] for column in CARD_COLUMNS})
+
+
+def _arrow_text(values: pd.Series) -> pa.Array | pa.ChunkedArray:
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return pa.array(values)  # already Arrow: no copy
+    return pa.array(values.to_numpy(dtype=object), pa.string(), from_pandas=True)
+
+
+def _as_cards_frame_slowly(frame: pd.DataFrame) -> pd.DataFrame:
+    # Values that are not all text (never in facts card-expiry wrote): as cards_frame does.
     for column in ("customer_id", "payment_method_id", *_CARD_TEXT):
         values = frame[column].astype(object)
         frame[column] = values.where(values.notna(), None).astype(STRING_DTYPE)

@@ -42,6 +42,7 @@ __all__ = [
     "due_reminders",
     "load_templates",
     "preview_table",
+    "reminder_email_count",
     "reminder_messages",
     "send_reminders",
     "single_address",
@@ -254,6 +255,23 @@ def reminder_messages(
         ]
         out.append(ReminderEmail(sender, email, subject, body, cards))
     return out
+
+
+def reminder_email_count(due: pd.DataFrame, templates: ReminderTemplates) -> int:
+    """How many messages `reminder_messages` would make, for a dry run that only counts them.
+
+    Rendering every message cost seconds over tens of thousands and a dry run shows none,
+    so only the first customer's is rendered: a template that fails on real data (a name
+    left empty, a filter a card's values refuse) still fails the dry run before a --send.
+    """
+    keyed = due[["customer_id", "email"]].dropna()
+    if keyed.empty:
+        return 0
+    groups = keyed.astype(str).drop_duplicates()
+    first = min(groups.itertuples(index=False, name=None))
+    mask = (keyed["customer_id"].astype(str) == first[0]) & (keyed["email"].astype(str) == first[1])
+    reminder_messages(due.loc[mask[mask].index], templates, sender="")
+    return len(groups)
 
 
 PREVIEW_COLUMNS = ("customer_id", "to", "subject", "body")

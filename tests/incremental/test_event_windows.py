@@ -127,3 +127,23 @@ def test_window_cuts_split_a_span_evenly_in_whole_seconds() -> None:
     assert window_cuts(100, 101, 8) == []
     assert window_cuts(100, 100, 3) == []
     assert window_cuts(100, 200, 1) == []
+
+
+def test_events_come_as_stripe_sent_them_and_the_sdk_still_walks_the_pages(world: World) -> None:
+    # Read as JSON, not through the SDK's objects: every field the SDK gives, a previous
+    # attribute and a nested object too, and every page followed (3 events a page).
+    since = _clustered_events(world)
+    gateway = fast_gateway(world.settings)
+    params: dict[str, Any] = {"created": {"gte": since}, "types": list(EVENT_TYPES), "limit": 3}
+    by_sdk = [
+        event.to_dict()
+        for event in world.client.v1.events.list(cast(Any, params)).auto_paging_iter()
+    ]
+    requests_before = gateway.stats.total
+
+    listed = list(gateway.list_events(created_gte=since, types=EVENT_TYPES, page_size=3))
+
+    assert listed == by_sdk
+    assert all(type(event) is dict for event in listed)
+    assert any(event["data"].get("previous_attributes") for event in listed)
+    assert gateway.stats.total - requests_before == -(-len(listed) // 3)
