@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.base import Job, JobContext, JobResult
 from jobs.listing_run import (
-    await_first_page,
     full_listing_certain,
     listing_run,
     start_listing,
+    users_and_plan,
 )
 from jobs.per_customer import (
     DeletedMeanwhile,
@@ -321,22 +321,7 @@ def run(ctx: JobContext) -> JobResult:
             JOB_NAME,
             lambda listed: walk_customers(listed, expand=DEFAULT_CARD_EXPANDS, keep=keep),
         )
-    try:
-        if early is not None:
-            await_first_page(ctx, early, sent)
-        with ctx.phase("users"):
-            users = ctx.userdb.read_users()
-        from jobs.incremental import plan_listing
-
-        plan = plan_listing(ctx, JOB_NAME, keys, all_cards=all_cards)
-    except BaseException:
-        if early is not None:
-            # The listing is recorded with the run: let it finish (or stop) before failing.
-            early.exception()
-        raise
-    if early is not None and (plan.choice.listing != "full" or plan.choice.keep_mirror):
-        early.exception()
-        raise RuntimeError(f"listing started before the plan, which chose {plan.choice}")
+    users, plan = users_and_plan(ctx, JOB_NAME, keys, early, sent, all_cards=all_cards)
 
     import pandas as pd
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobs.base import STOP_OPTION, JobContext, resume_requested
 from reconcile.listing.resume import ListingRun
+from reconcile.logs import get_logger
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jobs.incremental import ListingPlan
 
 __all__ = [
     "FIRST_REQUEST_WAIT",
@@ -25,6 +31,7 @@ __all__ = [
     "full_listing_certain",
     "listing_run",
     "start_listing",
+    "users_and_plan",
 ]
 
 T = TypeVar("T")
@@ -81,3 +88,37 @@ def await_first_page(ctx: JobContext, listing: Future[Any], sent: int) -> None:
     deadline = time.monotonic() + FIRST_REQUEST_WAIT
     while ctx.gateway.stats.total < sent + 2 and not listing.done() and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def users_and_plan(
+    ctx: JobContext,
+    job: str,
+    metadata_keys: Sequence[str],
+    early: Future[Any] | None,
+    sent: int,
+    *,
+    all_cards: bool = False,
+) -> tuple[pd.DataFrame, ListingPlan]:
+    """Read the users and plan the listing, while `early` (the listing started before the
+    plan, `sent` requests into the run) brings its pages. A listing the plan did not choose
+    is a bug, never a listing silently dropped."""
+    try:
+        if early is not None:
+            await_first_page(ctx, early, sent)
+        with ctx.phase("users"):
+            users = ctx.userdb.read_users()
+        get_logger(__name__).info("users read", users=len(users))
+        # Imported here: it brings pandas, which the early listing's first request must not
+        # wait for.
+        from jobs.incremental import plan_listing
+
+        plan = plan_listing(ctx, job, metadata_keys, all_cards=all_cards)
+    except BaseException:
+        if early is not None:
+            # The listing is recorded with the run: let it finish (or stop) before failing.
+            early.exception()
+        raise
+    if early is not None and (plan.choice.listing != "full" or plan.choice.keep_mirror):
+        early.exception()
+        raise RuntimeError(f"listing started before the plan, which chose {plan.choice}")
+    return users, plan

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from jobs.base import Job, JobContext, JobResult
 from jobs.listing_run import (
-    await_first_page,
     full_listing_certain,
     listing_run,
     start_listing,
+    users_and_plan,
 )
 from jobs.per_customer import scan_customers, scan_workers
 from reconcile.errors import ConfigError, StripeNotFoundError
@@ -147,23 +147,7 @@ def run(ctx: JobContext) -> JobResult:
     early: Future[Listed] | None = None
     if full_listing_certain(ctx):
         early = start_listing(ctx, JOB_NAME, lambda listed: walk_customers_frame(listed, keys))
-    try:
-        if early is not None:
-            await_first_page(ctx, early, sent)
-        with ctx.phase("users"):
-            users = ctx.userdb.read_users()
-        log.info("users read", users=len(users))
-        from jobs.incremental import plan_listing
-
-        plan = plan_listing(ctx, JOB_NAME, keys)
-    except BaseException:
-        if early is not None:
-            # The listing is recorded with the run: let it finish (or stop) before failing.
-            early.exception()
-        raise
-    if early is not None and (plan.choice.listing != "full" or plan.choice.keep_mirror):
-        early.exception()
-        raise RuntimeError(f"listing started before the plan, which chose {plan.choice}")
+    users, plan = users_and_plan(ctx, JOB_NAME, keys, early, sent)
     from jobs.incremental import (
         keep_full_listing,
         known_missing,
