@@ -104,8 +104,9 @@ class ResumeSettings(_Section):
     # when it is younger than max_age_hours; older listings are stale, so start afresh.
     auto: bool = False
     max_age_hours: float = Field(default=12.0, gt=0, le=24 * 366)
-    # Created-date windows the customer listing starts with (1 day, 2, 4, ... back); dense
-    # windows are cut further while it runs, so 1 is enough and costs the fewest requests.
+    # Created-date windows an account's first listing starts with (1 day, 2, 4, ... back);
+    # dense windows are cut further while it runs, so 1 is enough and costs the fewest
+    # requests. Later listings are cut by the last one's shape (reconcile.rules.listing_plan).
     windows: int = Field(default=1, ge=1, le=64)
     # A run's lease on its job, renewed every third of it while the run lives: a run
     # killed on any host (SIGKILL, a lost node or pod) frees its job this long after.

@@ -40,6 +40,12 @@ from reconcile.listing.walk import (
 )
 from reconcile.logs import get_logger
 from reconcile.progress import progress
+from reconcile.rules.listing_plan import (
+    ListingProfile,
+    oldest_customer,
+    planned_windows,
+    profile_of,
+)
 from reconcile.state.listings import other_listings
 from reconcile.state.store import RunRecord, RunStatus, StateStore
 from reconcile.stripe_api.gateway import StripeGateway
@@ -59,6 +65,9 @@ __all__ = [
 log = get_logger(__name__)
 
 _RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+# Windows a listing planned from the last one's shape starts with, per worker: windows
+# that end on full pages cost nothing, and many short ones end together.
+_PLANNED_WINDOWS_PER_WORKER = 8
 
 
 def _untimed(_phase: str) -> AbstractContextManager[None]:
@@ -188,10 +197,51 @@ def open_listing(
         run.job,
         created_lt=created_lt,
         work_dir=str(work_dir),
-        windows=window_bounds(created_lt, run.windows),
+        windows=_fresh_windows(run, store, created_lt),
     )
     _sweep_abandoned(store, run.job, keep=listing.listing_id)
     return store, listing
+
+
+def _fresh_windows(
+    run: ListingRun, store: CheckpointStore, created_lt: int
+) -> list[tuple[int | None, int]]:
+    """Cut where the account's last complete listing says every window ends on a full
+    page (reconcile.rules.listing_plan); without one, the configured date windows."""
+    profile = _last_shape(run, store)
+    if profile is None:
+        return window_bounds(created_lt, run.windows)
+    limiter = run.gateway.limiter
+    workers = workers_for(min(limiter.global_limit, limiter.per_endpoint_limit))
+    windows = planned_windows(profile, created_lt, _PLANNED_WINDOWS_PER_WORKER * workers)
+    log.info(
+        "listing planned from the last one",
+        windows=len(windows),
+        last_customers=profile.customers,
+        last_created_lt=profile.created_lt,
+    )
+    return windows
+
+
+def _last_shape(run: ListingRun, store: CheckpointStore) -> ListingProfile | None:
+    """The shape of the account's last complete listing in this mode, if one was kept."""
+    try:
+        return store.profile(run.gateway.account, run.gateway.mode.value)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not read the last listing's shape", error=type(exc).__name__)
+        return None
+
+
+def _remember_shape(run: ListingRun, listing: ListingRecord, created: list[int]) -> None:
+    """Keep the shape of this complete listing for the account's next one. Never raises: a
+    listing that could not be kept only costs the next one a few pages."""
+    gateway = run.gateway
+    try:
+        CheckpointStore(run.state.engine).save_profile(
+            gateway.account, gateway.mode.value, profile_of(created, listing.created_lt)
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not keep the listing's shape", error=type(exc).__name__)
 
 
 def walk_customers(
@@ -223,7 +273,9 @@ def walk_customers(
     )
     work_dir = Path(listing.work_dir)
     pages = [(c.window, c.pages) for c in finished]
-    return merge_records(read_parts(work_dir, pages, keep, held)), listing
+    customers = merge_records(read_parts(work_dir, pages, keep, held))
+    _remember_shape(run, listing, [int(c.get("created") or 0) for c in customers])
+    return customers, listing
 
 
 def walk_customers_frame(
@@ -233,7 +285,9 @@ def walk_customers_frame(
     no Python object per customer, for jobs that need only the snapshot."""
     finished, listing = _page(run)
     with run.phase("snapshot"):
-        return listing_frame(Path(listing.work_dir), finished, metadata_keys), listing
+        frame = listing_frame(Path(listing.work_dir), finished, metadata_keys)
+    _remember_shape(run, listing, frame["created"].tolist())
+    return frame, listing
 
 
 def _page(
@@ -247,6 +301,7 @@ def _page(
     held: HeldPages | None = None,
 ) -> tuple[list[WindowCheckpoint], ListingRecord]:
     store, listing = open_listing(run, bound_offset=bound_offset, extend_on_resume=extend_on_resume)
+    shape = _last_shape(run, store)
     limiter = run.gateway.limiter
     with run.phase("listing"), progress("listing customers") as advance:
         finished = page_windows(
@@ -265,6 +320,7 @@ def _page(
             ),
             keep=keep,
             held=held,
+            bottom=oldest_customer(shape) if shape is not None else None,
         )
     return finished, listing
 

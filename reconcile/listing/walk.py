@@ -606,8 +606,12 @@ def page_windows(
     on_resume: Callable[[int, int], None] | None = None,
     keep: Keep | None = None,
     held: HeldPages | None = None,
+    bottom: int | None = None,
 ) -> list[WindowCheckpoint]:
     """Page every window not done yet into the work folder; the finished checkpoints.
+
+    `bottom`, if known, is the `created` of the account's oldest customer: the lowest
+    window's rest is then cut by its customers, never below them into an empty piece.
 
     `on_page` sees the pages fetched now, not the ones a resumed run reads back. `keep`,
     if given, trims each customer before its page is stored (and before `on_page` sees
@@ -625,6 +629,7 @@ def page_windows(
     tick = advance or (lambda _n: None)
     tick(stored)
     queue = _Queue(checkpoints, max(1, workers))
+    queue.bottom = bottom
     pager = _Pager(
         gateway,
         store,

@@ -11,6 +11,7 @@ run to its listing), so a run resumed twice still finds it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +19,14 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from reconcile.rules.listing_plan import ListingProfile
 from reconcile.state.schema import ensure_schema
-from reconcile.state.tables import checkpoints_table, listings_table, runs_table
+from reconcile.state.tables import (
+    checkpoints_table,
+    listing_profiles_table,
+    listings_table,
+    runs_table,
+)
 
 __all__ = [
     "CheckpointStore",
@@ -240,6 +247,38 @@ class CheckpointStore:
                         )
                     )
                 )
+
+    def profile(self, account: str, mode: str) -> ListingProfile | None:
+        """The shape of the account's last complete listing in `mode`, if one was kept."""
+        table = listing_profiles_table
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(table.c.created_lt, table.c.customers, table.c.marks).where(
+                    table.c.account == account, table.c.mode == mode
+                )
+            ).first()
+        if row is None:
+            return None
+        marks = tuple((int(second), int(before)) for second, before in json.loads(row.marks))
+        return ListingProfile(int(row.created_lt), int(row.customers), marks)
+
+    def save_profile(self, account: str, mode: str, profile: ListingProfile) -> None:
+        """Keep `profile` as the account's last complete listing in `mode`, unless one of a
+        later listing is kept already (two jobs may finish in either order)."""
+        table = listing_profiles_table
+        key = (table.c.account == account, table.c.mode == mode)
+        values = {
+            "created_lt": profile.created_lt,
+            "customers": profile.customers,
+            "marks": json.dumps(profile.marks, separators=(",", ":")),
+            "recorded_at": datetime.now(UTC),
+        }
+        with self.engine.begin() as conn:
+            kept = conn.execute(sa.select(table.c.created_lt).where(*key)).scalar()
+            if kept is None:
+                conn.execute(table.insert().values(account=account, mode=mode, **values))
+            elif kept <= profile.created_lt:
+                conn.execute(table.update().where(*key).values(**values))
 
     def extend_listing(self, run_id: str, created_lt: int) -> ListingRecord:
         """Move `run_id`'s snapshot bound up to `created_lt`, with a new window for the gap."""

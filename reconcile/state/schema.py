@@ -33,7 +33,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from reconcile.errors import ConfigError
-from reconcile.state.tables import listings_table, metadata, runs_table, schema_version_table
+from reconcile.state.tables import (
+    listing_profiles_table,
+    listings_table,
+    metadata,
+    runs_table,
+    schema_version_table,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -92,10 +98,16 @@ def _resumed_from_on_runs(conn: Connection) -> None:
         conn.execute(runs_table.update().values(resumed_from=resumed))
 
 
+def _listing_profiles(conn: Connection) -> None:
+    # A new table: version 3's code would not know to keep it up to date.
+    listing_profiles_table.create(conn, checkfirst=True)
+
+
 # In version order; version 1 is the schema of stripe-reconcile 0.1.0 (V1_COLUMNS).
 MIGRATIONS: list[Migration] = [
     Migration(2, "index stripe_reconcile_run_listings by job", _index_run_listings_by_job),
     Migration(3, "stripe_reconcile_runs.resumed_from", _resumed_from_on_runs),
+    Migration(4, "stripe_reconcile_listing_profiles", _listing_profiles),
 ]
 
 # The tables and columns 0.1.0 created: what an unversioned database must match to be

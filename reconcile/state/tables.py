@@ -23,6 +23,7 @@ __all__ = [
     "as_utc",
     "audit_table",
     "checkpoints_table",
+    "listing_profiles_table",
     "listings_table",
     "locks_table",
     "metadata",
@@ -197,4 +198,20 @@ checkpoints_table = sa.Table(
     sa.Column("done", sa.Boolean(), nullable=False, default=False),
     # Epoch seconds: portable across SQLite and PostgreSQL without a time zone type.
     sa.Column("updated_at", sa.Float(), nullable=False),
+)
+
+# The shape of each account's last complete listing, to cut the next one where its windows
+# end on full pages (reconcile.rules.listing_plan; schema version 4). One row per account
+# (a hash of the key) and mode; no personal data: seconds and counts.
+
+listing_profiles_table = sa.Table(
+    f"{TABLE_PREFIX}listing_profiles",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("mode", sa.String(8), primary_key=True),
+    sa.Column("created_lt", sa.BigInteger(), nullable=False),
+    sa.Column("customers", sa.Integer(), nullable=False),
+    # JSON: [[second, customers created before it], ...], one per hundredth customer.
+    sa.Column("marks", sa.Text(), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
 )

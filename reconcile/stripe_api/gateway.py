@@ -36,7 +36,7 @@ from reconcile.rules.idempotency import retry_key, unmet_params
 from reconcile.stripe_api.errors import StripeRequestError, translate_stripe_error
 from reconcile.stripe_api.http import LimitedHTTPClient, RequestStats
 from reconcile.stripe_api.limiter import RequestLimiter
-from reconcile.stripe_api.limiter_registry import shared_limiter
+from reconcile.stripe_api.limiter_registry import account_of, shared_limiter
 from reconcile.stripe_api.retry import RetryPolicy, header
 
 __all__ = [
@@ -94,6 +94,8 @@ class StripeGateway:
     ) -> None:
         self.mode: Mode = mode_of_key(api_key, api_base)
         self.masked_key = mask_key(api_key)
+        # A name for the key's account (a hash): what is kept about the account goes by it.
+        self.account = account_of(api_key, api_base)
         self.api_base = api_base.rstrip("/") if api_base else DEFAULT_API_BASE
         # One limiter per account in the process: gateways side by side share it. Runs pass
         # theirs (jobs.runner.build_gateway: the configured share, Redis); this default

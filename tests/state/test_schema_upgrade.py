@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from jobs.commands.cli import cli
 from reconcile.errors import EXIT_CONFIG, ConfigError
+from reconcile.rules.listing_plan import ListingProfile
 from reconcile.state import schema
 from reconcile.state.audit import AuditLog
 from reconcile.state.checkpoints import CheckpointStore
@@ -48,6 +49,7 @@ STATE_TABLES = {
     "stripe_reconcile_reminders",
     "stripe_reconcile_run_listings",
     "stripe_reconcile_checkpoints",
+    "stripe_reconcile_listing_profiles",
 }
 
 
@@ -126,7 +128,7 @@ def test_a_fresh_database_is_created_at_the_latest_version(
     database_url: str, opened: list[StateStore]
 ) -> None:
     open_store(database_url, opened)
-    assert stored(database_url) == latest_version() == 3
+    assert stored(database_url) == latest_version() == 4
     assert table_names(database_url) == STATE_TABLES
 
 
@@ -224,6 +226,38 @@ def test_a_database_written_by_0_1_0_on_postgresql_is_upgraded_in_place(
     assert stored(postgres_url) == latest_version()
     assert_v1_rows_read_back(state)
     assert_old_state_carries_on(state)
+
+
+def test_migration_4_adds_the_listing_shapes_to_a_version_3_database(
+    database_url: str, opened: list[StateStore]
+) -> None:
+    # A database as version 3 left it: every table but the listing shapes, its rows kept.
+    state = open_store(database_url, opened)
+    state.close()
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE stripe_reconcile_listing_profiles")
+        conn.execute(schema_version_table.update().values(version=3))
+        conn.exec_driver_sql(
+            "INSERT INTO stripe_reconcile_run_listings"
+            " (run_id, job, listing_id, created_lt, work_dir, resumed_from)"
+            " VALUES ('run-v3', 'reconcile', 'l-3', 7, '/w', NULL)"
+        )
+    engine.dispose()
+    state = open_store(database_url, opened)
+    assert stored(database_url) == 4
+    assert table_names(database_url) == STATE_TABLES
+    store = CheckpointStore(state.engine)
+    listing = store.listing_of("run-v3")
+    assert listing is not None
+    assert listing.created_lt == 7
+    profile = ListingProfile(created_lt=9, customers=250, marks=((1, 0), (5, 100), (8, 200)))
+    store.save_profile("acct", "test", profile)
+    assert store.profile("acct", "test") == profile
+    # An older listing's shape never replaces a newer one's.
+    store.save_profile("acct", "test", ListingProfile(created_lt=8, customers=1, marks=()))
+    assert store.profile("acct", "test") == profile
+    assert store.profile("acct", "live") is None
 
 
 def test_a_0_1_0_database_without_the_tables_made_on_first_use_gets_them(
