@@ -21,8 +21,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from jobs.base import STOP_OPTION, Job, JobContext, JobResult, resume_requested
 from reconcile.errors import (
     EXIT_ACTIONS_FAILED,
@@ -34,7 +32,7 @@ from reconcile.errors import (
 )
 from reconcile.listing.checkpoints import RunInterrupted
 from reconcile.listing.resume import forget_listing
-from reconcile.logs import get_logger
+from reconcile.logs import bind_log_context, get_logger, unbind_log_context
 from reconcile.settings import Settings
 from reconcile.state.history import reap_dead_holder, record_run_stats
 from reconcile.state.read_budget import check_read_budget
@@ -133,7 +131,7 @@ def execute_job(
     run_id = new_run_id(started_at)
     gateway = (gateway_factory or build_gateway)(settings)
     state = StateStore(settings.state.url)
-    structlog.contextvars.bind_contextvars(run_id=run_id, job=job.name)
+    bind_log_context(run_id=run_id, job=job.name)
     clock_start = time.monotonic()
     outcome: RunOutcome | None = None
     try:
@@ -175,7 +173,7 @@ def execute_job(
         # Every run: the listing's work folder goes, metrics are written where configured.
         _deliver(outcome, settings, [_forget_listing, *after_run, _write_metrics])
     finally:
-        structlog.contextvars.unbind_contextvars("run_id", "job")
+        unbind_log_context("run_id", "job")
     return outcome
 
 
@@ -213,7 +211,7 @@ def _job_lease(
     ttl = settings.resume.lease_seconds
     resuming = resume_requested(options) or settings.resume.auto
     _take_lock(state, job, owner, ttl, wait=resuming, stop=options.get(STOP_OPTION))
-    with state.lease(job, owner, ttl) as lease:
+    with state.lease(job, owner, ttl, acquired=True) as lease:
         yield lease
 
 

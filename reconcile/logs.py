@@ -14,21 +14,43 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
-import structlog
 
-from reconcile.errors import ConfigError
-from reconcile.mode import mask_key
+def _import_structlog_without_rich() -> None:
+    # structlog imports rich (and pygments) when installed, for console tracebacks and
+    # the locals of dict tracebacks. Neither is used here: format_exc_info renders every
+    # exception as plain text before the renderer sees it. Marking rich absent (None in
+    # sys.modules) while structlog is first imported keeps rich and pygments out of a
+    # run's start (tests/startup); the mark goes at once, so the progress bar still
+    # imports rich when it draws.
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: F401
+    finally:
+        if sys.modules.get("rich", False) is None:
+            del sys.modules["rich"]
+
+
+_import_structlog_without_rich()
+
+import structlog  # noqa: E402
+
+from reconcile.errors import ConfigError  # noqa: E402
+from reconcile.mode import mask_key  # noqa: E402
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
     "LOG_FORMATS",
+    "bind_log_context",
     "configure_logging",
     "get_logger",
     "logging_through",
     "redact",
     "redact_text",
+    "unbind_log_context",
 ]
 
 _KEY = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]+")
@@ -168,7 +190,11 @@ def configure_logging(
         raise ConfigError(f"--log-format {log_format}: use one of {', '.join(LOG_FORMATS)}")
     console = out.isatty() if log_format is None else log_format == "console"
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False)
+        # Exceptions arrive as text (format_exc_info): the formatter is never called, and
+        # naming it keeps the renderer the same whether or not structlog saw rich.
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         if console
         else structlog.processors.JSONRenderer()
     )
@@ -212,6 +238,15 @@ def configure_logging(
     logging.getLogger("stripe").setLevel(
         numeric_level if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
     )
+
+
+def bind_log_context(**values: Any) -> None:
+    """Add `values` to every event logged in this context (thread) until unbound."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def unbind_log_context(*keys: str) -> None:
+    structlog.contextvars.unbind_contextvars(*keys)
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

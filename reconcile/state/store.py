@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from reconcile.errors import ConfigError, LockHeldError
@@ -202,6 +201,20 @@ def _make_owner_only(path: Path) -> None:
             os.chmod(companion, 0o600)
 
 
+def _upsert_of(dialect: str) -> Callable[[sa.Table], Any] | None:
+    """The dialect's INSERT ... ON CONFLICT construct, or None where it has none. Only the
+    engine's own dialect is imported: PostgreSQL's brings every driver module it knows."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    return None
+
+
 class StateStore:
     """Runs and lease locks in the state database at `url` (its schema upgraded on open).
 
@@ -224,11 +237,7 @@ class StateStore:
             _make_owner_only(database_file)
         # The single-statement upsert exists on SQLite and PostgreSQL; elsewhere (or when a
         # test asks) the portable insert-then-conditional-update path is used.
-        self._upsert = (
-            (sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert)
-            if atomic_upsert and self.engine.dialect.name in ("sqlite", "postgresql")
-            else None
-        )
+        self._upsert = _upsert_of(self.engine.dialect.name) if atomic_upsert else None
         try:
             ensure_schema(self.engine)
         except ConfigError:
@@ -446,14 +455,21 @@ class StateStore:
 
     @contextmanager
     def lease(
-        self, job: str, owner: str, ttl_seconds: float, *, renew_every: float | None = None
+        self,
+        job: str,
+        owner: str,
+        ttl_seconds: float,
+        *,
+        renew_every: float | None = None,
+        acquired: bool = False,
     ) -> Iterator[Lease]:
         """Hold the lease on `job` for the block, renewed in the background, released after.
 
         Raises LockHeldError, naming the holder and when its lease expires, if another
-        owner holds an unexpired lease.
+        owner holds an unexpired lease. `acquired`: the caller's `acquire_lock` for `owner`
+        has just succeeded, so the lease is held already and is not written again.
         """
-        if not self.acquire_lock(job, owner, ttl_seconds):
+        if not acquired and not self.acquire_lock(job, owner, ttl_seconds):
             # The holder may have released between the two statements: look, and try once more.
             holder = self.lock_holder(job)
             if holder is not None or not self.acquire_lock(job, owner, ttl_seconds):
