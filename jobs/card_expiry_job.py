@@ -377,6 +377,10 @@ def run(ctx: JobContext) -> JobResult:
             if plan.choice.keep_mirror:
                 plan.reflected = reflected_events(ctx, int(ctx.started_at.timestamp()))
             if early is not None:
+                # What the reports need, loaded while the pages arrive, not after the last.
+                from reports.writer import load_report_writing
+
+                load_report_writing()
                 records, listing = early.result()
             else:
                 records, listing = walk_customers(

@@ -6,8 +6,9 @@ from the mirror brought up to date by Stripe's events instead of a listing (jobs
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from jobs.base import Job, JobContext, JobResult
@@ -39,6 +40,7 @@ __all__ = [
     "classify_missing",
     "compare_config",
     "metadata_keys_needed",
+    "wrong_mode_possible",
     "wrong_mode_suspected",
 ]
 
@@ -69,13 +71,18 @@ def metadata_keys_needed(settings: UserDBSettings) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def wrong_mode_possible(linked_users: int, missing: int) -> bool:
+    """Whether so many linked users' customers are missing that the key may be of the wrong
+    mode (what a sample of look-ups then decides: `wrong_mode_suspected`)."""
+    return linked_users > 0 and missing * 2 > linked_users
+
+
 def wrong_mode_suspected(linked_users: int, missing: int, sampled: int, other_mode: int) -> bool:
     """Most linked users' customers are missing and most of a sample of them exist in the
     other mode: the key is of the wrong mode, not the data. (Deleted and mistyped ids make
     up the rest of the sample: they are missing in both modes.)"""
     return (
-        linked_users > 0
-        and missing * 2 > linked_users
+        wrong_mode_possible(linked_users, missing)
         and sampled == min(missing, WRONG_MODE_SAMPLE)
         and other_mode * 5 >= sampled * 4
     )
@@ -111,8 +118,9 @@ def classify_missing(
 
     workers = scan_workers(ctx.gateway.limiter)
     # The sample first (its calls at once), judged in order, so a key of the wrong mode
-    # stops the run after a few calls instead of one per missing id.
-    sample = ids[:WRONG_MODE_SAMPLE]
+    # stops the run after a few calls instead of one per missing id. Few missing ids
+    # cannot make the key suspect: then no call waits for the sample's slowest answer.
+    sample = ids[:WRONG_MODE_SAMPLE] if wrong_mode_possible(linked_users, len(ids)) else []
     answers = scan_customers(sample, look_up, workers=workers, description="looking up customers")
     for number, (customer_id, answer) in enumerate(zip(sample, answers, strict=True), start=1):
         record(customer_id, answer)
@@ -126,7 +134,7 @@ def classify_missing(
                 "key"
             )
     # The rest concurrently, under the limiter (results in the order of the ids).
-    rest = ids[WRONG_MODE_SAMPLE:]
+    rest = ids[len(sample) :]
     answers = scan_customers(
         rest, look_up, workers=workers, description="looking up missing customers"
     )
@@ -136,6 +144,23 @@ def classify_missing(
 
 
 Listed = tuple["pd.DataFrame", "ListingRecord"]
+Classified = tuple[dict[str, MissingCause], list[dict[str, Any]]]
+
+
+def _classify_in_background(
+    ctx: JobContext, customer_ids: list[str], *, linked_users: int
+) -> Future[Classified]:
+    """`classify_missing` in a thread of its own from now, timed as "missing_lookups", in
+    this context (run id, job)."""
+
+    def lookups() -> Classified:
+        with ctx.phase("missing_lookups"):
+            return classify_missing(ctx, customer_ids, linked_users=linked_users)
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="missing-lookups")
+    future = executor.submit(contextvars.copy_context().run, lookups)
+    executor.shutdown(wait=False)
+    return future
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -183,29 +208,42 @@ def run(ctx: JobContext) -> JobResult:
 
     import pandas as pd
 
-    from reconcile.rules.compare import compare_all, missing_customer_ids
+    from reconcile.rules.compare import Comparison, missing_customer_ids
     from reconcile.rules.snapshots import customers_frame
+    from reports.writer import load_report_writing
 
-    missing = list(missing_customer_ids(customers, users))
+    missing = missing_customer_ids(customers, users)
     # An incremental run looks up only ids no earlier run classified: a deleted, absent
     # or other-mode id stays so (Stripe never reuses an id).
     known = known_missing(plan) if plan.choice.listing == "incremental" else {}
-    with ctx.phase("missing_lookups"):
-        causes, late = classify_missing(
-            ctx,
-            [customer_id for customer_id in missing if customer_id not in known],
-            linked_users=int(users["customer_id"].notna().sum()),
-        )
+    lookups = _classify_in_background(
+        ctx,
+        [customer_id for customer_id in missing if customer_id not in known],
+        linked_users=int(users["customer_id"].notna().sum()),
+    )
+    config = compare_config(settings, ctx.gateway.mode)
+    try:
+        # Every rule but missing_customer, and what the reports need, while the look-ups
+        # wait on Stripe.
+        with ctx.phase("compare"):
+            comparison = Comparison(customers, users, config)
+        load_report_writing()
+    finally:
+        # The look-ups are part of the run: they end before it does, failed or not.
+        lookups.exception()
+    causes, late = lookups.result()
     looked_up = len(causes) + len(late)
     for customer_id in missing:
         cause = known.get(customer_id)
         if cause in MISSING_CAUSES and customer_id not in causes:
             causes[customer_id] = cast(MissingCause, cause)
     remember_missing(plan, causes)
-    if late:
-        customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
     with ctx.phase("compare"):
-        findings = compare_all(customers, users, compare_config(settings, ctx.gateway.mode), causes)
+        if late:
+            # Customers created since the listing's bound take part in every rule.
+            customers = pd.concat([customers, customers_frame(late, keys)], ignore_index=True)
+            comparison = Comparison(customers, users, config)
+        findings = comparison.findings(causes)
     return JobResult(
         findings=findings,
         facts={

@@ -34,6 +34,7 @@ __all__ = [
     "KindSection",
     "html_options",
     "human_time",
+    "load_template",
     "render_summary_html",
 ]
 
@@ -135,6 +136,11 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def load_template() -> jinja2.Template:
+    """The summary page's template, compiled on the first call (jinja2 keeps it after)."""
+    return _environment().get_template("summary.html.j2")
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -477,27 +483,23 @@ def render_summary_html(
     for section in sections:
         by_severity[section.severity] += section.count
     job = str(summary.get("job", "run"))
-    return (
-        _environment()
-        .get_template("summary.html.j2")
-        .render(
-            title=f"stripe-reconcile {job}",
-            run_id=str(summary.get("run_id", "")),
-            headline=_headline(summary, options),
-            total_findings=len(findings),
-            severity_counts=[
-                (severity, by_severity[severity])
-                for severity in (*SEVERITY_ORDER, "other")
-                if by_severity.get(severity)
-            ],
-            colours=SEVERITY_COLOURS,
-            sections=sections,
-            plan=_plan_view(summary, plan, links, options),
-            changes=_changes_view(changes, options),
-            links=set(links),
-            facts=_facts(summary, options.timezone),
-            request_rows=request_rows,
-            total_requests=sum(n for _, n in request_rows),
-            timezone=options.timezone,
-        )
+    return load_template().render(
+        title=f"stripe-reconcile {job}",
+        run_id=str(summary.get("run_id", "")),
+        headline=_headline(summary, options),
+        total_findings=len(findings),
+        severity_counts=[
+            (severity, by_severity[severity])
+            for severity in (*SEVERITY_ORDER, "other")
+            if by_severity.get(severity)
+        ],
+        colours=SEVERITY_COLOURS,
+        sections=sections,
+        plan=_plan_view(summary, plan, links, options),
+        changes=_changes_view(changes, options),
+        links=set(links),
+        facts=_facts(summary, options.timezone),
+        request_rows=request_rows,
+        total_requests=sum(n for _, n in request_rows),
+        timezone=options.timezone,
     )

@@ -93,7 +93,8 @@ def contract_findings(findings: pd.DataFrame) -> pd.DataFrame:
             )
     data = {
         column: (
-            [cell_text(value) for value in findings[column].tolist()]
+            # A str is its own cell text (the rules' findings are all str): no call for it.
+            [v if type(v) is str else cell_text(v) for v in findings[column].tolist()]
             if column in findings.columns
             else [""] * len(findings)
         )
@@ -145,13 +146,20 @@ def csv_safe_table(table: pd.DataFrame, *, number_columns: Collection[str] = ())
     Numeric columns are left alone (a `days_left` of -3 is a number, not a formula), as are
     `number_columns`: columns of numbers held as text, as in a CSV read back as strings.
     """
-    safe = table.copy()
-    for position, column in enumerate(table.columns):
-        values = table.iloc[:, position]
+    arrays: dict[int, Any] = {}
+    for position, (column, values) in enumerate(table.items()):
         if column in number_columns or not _is_text_column(values):
+            arrays[position] = values.array
             continue
-        neutralised = values.astype(object).map(csv_safe_cell, na_action="ignore")
-        safe.isetitem(position, neutralised.to_numpy(dtype=object))
+        cells = values.to_numpy(dtype=object, copy=True)
+        # csv_safe_cell on the few cells it changes: most cells are plain text.
+        for index, cell in enumerate(cells):
+            if isinstance(cell, str) and cell.startswith(FORMULA_TRIGGERS):
+                cells[index] = csv_safe_cell(cell)
+        arrays[position] = cells
+    # Built whole, by position (column names may repeat), rather than column by column.
+    safe = pd.DataFrame(arrays, index=table.index)
+    safe.columns = table.columns
     return safe
 
 
@@ -188,10 +196,12 @@ def to_arrow(table: pd.DataFrame, *, all_strings: bool = False) -> pa.Table:
 
     Done before anything is written, so a table Arrow cannot type fails early.
     """
+    # One thread: report tables are mostly Python strings, whose conversion holds the
+    # interpreter anyway, so a pool of threads adds only its own start-up.
     if all_strings:
         schema = pa.schema([(str(column), pa.string()) for column in table.columns])
-        return pa.Table.from_pandas(table, schema=schema, preserve_index=False)
-    return pa.Table.from_pandas(table, preserve_index=False)
+        return pa.Table.from_pandas(table, schema=schema, preserve_index=False, nthreads=1)
+    return pa.Table.from_pandas(table, preserve_index=False, nthreads=1)
 
 
 def write_parquet(table: pa.Table, handle: IO[bytes]) -> None:

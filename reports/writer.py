@@ -25,7 +25,7 @@ from reconcile.errors import ConfigError
 from reconcile.logs import get_logger
 from reports.changes import RunChanges
 from reports.errors import ReportWriteError
-from reports.html import HtmlOptions, render_summary_html
+from reports.html import HtmlOptions, load_template, render_summary_html
 from reports.run_id import new_run_id
 from reports.tables import (
     contract_findings,
@@ -37,7 +37,13 @@ from reports.tables import (
     write_parquet,
 )
 
-__all__ = ["REPORT_FORMATS", "ReportWriteError", "new_run_id", "write_run_reports"]
+__all__ = [
+    "REPORT_FORMATS",
+    "ReportWriteError",
+    "load_report_writing",
+    "new_run_id",
+    "write_run_reports",
+]
 
 log = get_logger(__name__)
 
@@ -168,6 +174,14 @@ def _cause_and_fix(exc: OSError) -> tuple[str, str]:
         exc.strerror or type(exc).__name__,
         "check the output folder (--out, [reports] out)",
     )
+
+
+def load_report_writing() -> None:
+    """Import and compile now what writing a run's reports and metrics needs, so that a
+    run can do it while it waits on Stripe rather than after its last answer."""
+    import reports.metrics  # noqa: F401
+
+    load_template()
 
 
 def write_run_reports(

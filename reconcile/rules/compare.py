@@ -23,11 +23,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reconcile.rules.findings import FindingKind, concat_findings, findings_from_columns
+from reconcile.rules.findings import (
+    FindingKind,
+    concat_findings,
+    findings_from_columns,
+    insert_kind,
+)
 from reconcile.rules.snapshots import STRING_DTYPE, meta_column
 
 __all__ = [
     "CompareConfig",
+    "Comparison",
     "MissingCause",
     "compare_all",
     "deleted_user_customer",
@@ -118,6 +124,12 @@ def _users_customer_ids(users: pd.DataFrame) -> pd.Series:
     return _stripped(_column(users, "customer_id"))
 
 
+def _deleted(users: pd.DataFrame) -> pd.Series:
+    if "deleted" in users.columns:
+        return users["deleted"].fillna(False).astype(bool)
+    return pd.Series(False, index=users.index)
+
+
 @dataclass(frozen=True)
 class _Snapshots:
     """Both snapshots, normalized once and shared by every rule."""
@@ -151,11 +163,7 @@ def _prepare(customers: pd.DataFrame, users: pd.DataFrame, config: CompareConfig
             "email_norm": _normalized_email(_column(users, "email")),
             "name": _column(users, "name"),
             "customer_id": _users_customer_ids(users),
-            "deleted": (
-                users["deleted"].fillna(False).astype(bool)
-                if "deleted" in users.columns
-                else pd.Series(False, index=users.index)
-            ),
+            "deleted": _deleted(users),
         }
     )
     for key in config.metadata_keys:
@@ -287,9 +295,13 @@ def _orphan_customer(s: _Snapshots) -> pd.DataFrame:
 
 
 def _missing_users(s: _Snapshots) -> pd.DataFrame:
-    users = s.users
+    return _pointing_elsewhere(s.users, s.listed_ids)
+
+
+def _pointing_elsewhere(users: pd.DataFrame, listed_ids: pd.Series) -> pd.DataFrame:
+    """The non-deleted users whose customer id is not among `listed_ids`."""
     pointing = users[(~users["deleted"] & users["customer_id"].notna()).to_numpy()]
-    return pointing[(~_isin(pointing["customer_id"], s.listed_ids)).to_numpy()]
+    return pointing[(~_isin(pointing["customer_id"], listed_ids)).to_numpy()]
 
 
 _MISSING_SENTENCES: Mapping[str, tuple[str, str]] = {
@@ -322,8 +334,14 @@ def _missing_sentences(key_mode: str | None) -> Mapping[str, tuple[str, str]]:
 
 
 def _missing_customer(s: _Snapshots, classification: Mapping[str, MissingCause]) -> pd.DataFrame:
-    missing = _missing_users(s).reset_index(drop=True)
-    sentences = _missing_sentences(s.config.key_mode)
+    return _missing_customer_of(_missing_users(s), s.config, classification)
+
+
+def _missing_customer_of(
+    missing: pd.DataFrame, config: CompareConfig, classification: Mapping[str, MissingCause]
+) -> pd.DataFrame:
+    missing = missing.reset_index(drop=True)
+    sentences = _missing_sentences(config.key_mode)
     cause = missing["customer_id"].map(dict(classification)).astype(STRING_DTYPE).fillna("")
     known = cause.isin(list(sentences))
     cause = cause.where(known, "")
@@ -554,9 +572,17 @@ def orphan_customer(
 
 
 def missing_customer_ids(customers: pd.DataFrame, users: pd.DataFrame) -> list[str]:
-    """Customer ids that non-deleted users point at but the listing lacks: look each up once."""
-    snapshots = _prepare(customers, users, CompareConfig())
-    return sorted(set(_missing_users(snapshots)["customer_id"].astype(str)))
+    """Customer ids that non-deleted users point at but the listing lacks: look each up once.
+
+    The same users as `missing_customer`'s, from the ids alone: no other column is
+    normalized, so the look-ups can start before the snapshots are prepared.
+    """
+    local = pd.DataFrame({"customer_id": _users_customer_ids(users), "deleted": _deleted(users)})
+    listed = customers["customer_id"].astype(STRING_DTYPE)
+    pointing = _pointing_elsewhere(local.reset_index(drop=True), listed)
+    # Users without a user id are no users (as in _prepare): checked on these few rows only.
+    user_ids = _stripped(_column(users, "user_id").iloc[pointing.index.to_numpy()])
+    return sorted(set(pointing["customer_id"][user_ids.notna().to_numpy()].astype(str)))
 
 
 def missing_customer(
@@ -595,6 +621,33 @@ def deleted_user_customer(
     return concat_findings([_deleted_user_customer(_prepare(customers, users, config))])
 
 
+class Comparison:
+    """`compare_all` in two steps: building it prepares the snapshots and applies every
+    rule but `missing_customer`, which needs the missing ids classified; `findings` adds
+    that rule's rows. A caller looks the missing ids up meanwhile."""
+
+    def __init__(self, customers: pd.DataFrame, users: pd.DataFrame, config: CompareConfig) -> None:
+        snapshots = _prepare(customers, users, config)
+        self._config = config
+        self._missing = _missing_users(snapshots)
+        self._others = concat_findings(
+            [
+                _duplicate_user_id(snapshots),
+                _duplicate_email(snapshots),
+                _duplicate_link(snapshots),
+                _orphan_customer(snapshots),
+                _unlinked_user(snapshots),
+                _stale_metadata(snapshots),
+                _deleted_user_customer(snapshots),
+            ]
+        )
+
+    def findings(self, missing_classification: Mapping[str, MissingCause]) -> pd.DataFrame:
+        """Every rule's findings, in contract order."""
+        missing = _missing_customer_of(self._missing, self._config, missing_classification)
+        return insert_kind(self._others, concat_findings([missing]))
+
+
 def compare_all(
     customers: pd.DataFrame,
     users: pd.DataFrame,
@@ -602,16 +655,4 @@ def compare_all(
     missing_classification: Mapping[str, MissingCause],
 ) -> pd.DataFrame:
     """Every customer-side rule over one preparation of the snapshots, in contract order."""
-    snapshots = _prepare(customers, users, config)
-    return concat_findings(
-        [
-            _duplicate_user_id(snapshots),
-            _duplicate_email(snapshots),
-            _duplicate_link(snapshots),
-            _orphan_customer(snapshots),
-            _missing_customer(snapshots, missing_classification),
-            _unlinked_user(snapshots),
-            _stale_metadata(snapshots),
-            _deleted_user_customer(snapshots),
-        ]
-    )
+    return Comparison(customers, users, config).findings(missing_classification)

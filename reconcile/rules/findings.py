@@ -24,6 +24,7 @@ __all__ = [
     "concat_findings",
     "empty_findings",
     "findings_from_columns",
+    "insert_kind",
     "make_findings",
 ]
 
@@ -175,3 +176,18 @@ def concat_findings(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     order = list(SORT_COLUMNS) + [c for c in FINDING_COLUMNS if c not in SORT_COLUMNS]
     combined = combined.sort_values(order, kind="stable", ignore_index=True)
     return combined
+
+
+def insert_kind(findings: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
+    """`concat_findings([findings, block])` where both are already in its order and `block`
+    holds one kind that `findings` lacks: kind sorts first, so the block goes in whole
+    where its kind sorts, and nothing is sorted again."""
+    if not len(block):
+        return findings
+    if not len(findings):
+        return block
+    kinds = set(block["kind"])
+    if len(kinds) != 1 or not kinds.isdisjoint(findings["kind"]):
+        raise ValueError(f"a block of one kind absent from the findings, not {sorted(kinds)}")
+    at = int((findings["kind"] < kinds.pop()).sum())
+    return pd.concat([findings.iloc[:at], block, findings.iloc[at:]], ignore_index=True)

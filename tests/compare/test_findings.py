@@ -13,6 +13,7 @@ from reconcile.rules.findings import (
     concat_findings,
     empty_findings,
     findings_from_columns,
+    insert_kind,
     make_findings,
 )
 
@@ -125,3 +126,28 @@ def test_concat_sorts_deterministically_whatever_the_input_order() -> None:
 def test_concat_of_nothing_is_empty() -> None:
     assert concat_findings([]).equals(empty_findings())
     assert concat_findings([empty_findings(), empty_findings()]).equals(empty_findings())
+
+
+@pytest.mark.parametrize("kind", ["deleted_user_customer", "missing_customer", "unlinked_user"])
+def test_insert_kind_is_concat_without_sorting_again(kind: str) -> None:
+    others = concat_findings(
+        [
+            make_findings([{"kind": "stale_metadata", "customer_id": "cus_2", "field": "name"}]),
+            make_findings([{"kind": "duplicate_link", "customer_id": "cus_9", "user_id": "3"}]),
+            make_findings([{"kind": "orphan_customer", "customer_id": "cus_1"}]),
+        ]
+    )
+    block = concat_findings(
+        [make_findings([{"kind": kind, "customer_id": c, "user_id": "1"} for c in ("b", "a")])]
+    )
+    inserted = insert_kind(others, block)
+    assert inserted.equals(concat_findings([others, block]))
+    assert inserted.index.tolist() == list(range(5))
+    assert insert_kind(others, empty_findings()).equals(others)
+    assert insert_kind(empty_findings(), block).equals(block)
+
+
+def test_insert_kind_refuses_a_kind_already_there() -> None:
+    others = make_findings([{"kind": "orphan_customer", "customer_id": "cus_1"}])
+    with pytest.raises(ValueError, match="one kind absent"):
+        insert_kind(others, make_findings([{"kind": "orphan_customer", "customer_id": "cus_2"}]))

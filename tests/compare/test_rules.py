@@ -8,6 +8,7 @@ import pandas as pd
 
 from reconcile.rules.compare import (
     CompareConfig,
+    Comparison,
     compare_all,
     deleted_user_customer,
     duplicate_email,
@@ -188,6 +189,32 @@ def test_missing_customer_ids_are_unique_sorted_and_skip_deleted_users() -> None
         user(6),
     )
     assert missing_customer_ids(snapshot, local) == ["cus_abc", "cus_gone"]
+
+
+def test_missing_customer_ids_are_exactly_the_missing_customer_findings() -> None:
+    # Looked up before the snapshots are prepared, from the ids alone: the same users.
+    snapshot = customers(cus("cus_here", env="staging"), cus("cus_there"))
+    local = users(
+        user(1, customer_id=" cus_here "),  # stripped: listed
+        user(2, customer_id=" cus_gone "),
+        user(3, customer_id=""),
+        user(" ", customer_id="cus_no_user_id"),  # no user id: not a user
+        user(4, customer_id="cus_away", deleted=True),
+        user(5, customer_id="cus_abc", email="a@x", name="A", plan="pro"),
+    )
+    found = missing_customer(snapshot, local, SCOPED, {})
+    assert missing_customer_ids(snapshot, local) == sorted(set(found["customer_id"]))
+    assert missing_customer_ids(snapshot, local) == ["cus_abc", "cus_gone"]
+
+
+def test_compare_all_is_the_comparison_in_two_steps() -> None:
+    snapshot = customers(cus("cus_1", user_id="1", email="a@x"), cus("cus_2", user_id="1"))
+    local = users(user(1, customer_id="cus_1", email="b@x"), user(2, customer_id="cus_9"))
+    causes = {"cus_9": "deleted"}
+    comparison = Comparison(snapshot, local, CONFIG)
+    assert comparison.findings(causes).equals(compare_all(snapshot, local, CONFIG, causes))  # type: ignore[arg-type]
+    # The rules but missing_customer are applied once; the causes arrive later.
+    assert comparison.findings({}).equals(compare_all(snapshot, local, CONFIG, {}))
 
 
 def test_missing_customer_explains_each_cause() -> None:

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from reports.email import strip_personal_data
-from reports.tables import FORMULA_TRIGGERS, csv_safe_cell, write_csv
+from reports.tables import FORMULA_TRIGGERS, csv_safe_cell, csv_safe_table, write_csv
 from reports.writer import write_run_reports
 from sandbox.runner import SandboxServer
 from tests.maintenance.world import USERS, MaintenanceWorld, build
@@ -87,6 +87,28 @@ def test_numeric_columns_stay_numbers_and_text_columns_are_neutralised() -> None
     text = out.getvalue()
     assert text.count("\n") == 5
     assert '"Ann\r=HYPERLINK(1)"' in text
+
+
+def test_the_safe_table_keeps_shape_index_types_and_the_input() -> None:
+    table = pd.DataFrame(
+        [[PLUS, 7, "-3", MINUS], ["x", -2, "-4", None], [None, 0, AT_SUM, 1.5]],
+        columns=["name", "n", "days", "name"],  # a repeated column name stays one per position
+        index=[10, 11, 5],
+    )
+    table["n"] = table["n"].astype("Int64")
+    before = table.copy()
+    safe = csv_safe_table(table, number_columns={"days"})
+    assert table.equals(before)  # the input is left as it was
+    assert list(safe.columns) == ["name", "n", "days", "name"]
+    assert list(safe.index) == [10, 11, 5]
+    assert safe.dtypes.iloc[1] == "Int64"
+    assert safe.iloc[:2, 0].tolist() == ["'" + PLUS, "x"]
+    assert safe.iloc[:, 0].isna().tolist() == [False, False, True]
+    assert safe.iloc[:, 1].tolist() == [7, -2, 0]
+    assert safe.iloc[:, 2].tolist() == ["-3", "-4", AT_SUM]  # numbers held as text: as is
+    assert safe.iloc[0, 3] == "'" + MINUS
+    assert safe.iloc[:, 3].isna().tolist() == [False, True, False]
+    assert safe.iloc[2, 3] == 1.5  # a number in a text column is no formula
 
 
 def test_every_csv_of_a_report_folder_is_neutralised_and_parquet_is_raw(tmp_path: Path) -> None:
