@@ -321,6 +321,7 @@ def _page(
             keep=keep,
             held=held,
             bottom=oldest_customer(shape) if shape is not None else None,
+            planned=shape is not None,
         )
     return finished, listing
 

@@ -17,8 +17,9 @@ waits for a worker, the limiter is starved of requests and fewer windows run tha
 rate needs at the page time observed (`cursors_needed`, the limiter's waits left out),
 the window with the longest estimated rest (`rest_pages`, at the density its own pages
 showed; at least `MIN_SPLIT_PAGES`) gives the older half of it to a new window
-(`split_point`); while fewer than half the cursors needed run, any long window does, so
-the listing reaches its pace in a few page times. So a small account walks a few
+(`split_point`); while fewer than half the cursors needed run, any long window does, as
+often as it takes (windows waiting for a worker count as running), so the listing
+reaches its pace in a page time or two. So a small account walks a few
 windows, a large one about as many as the rate keeps busy, and the end of a listing
 does not wait on one long walk. The
 lowest window (no customer known below it) has no known end while the account's age is
@@ -69,7 +70,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DAY",
     "MAX_WORKERS",
+    "MIN_SPLIT_PAGES",
     "PAGE_SIZE",
+    "PLANNED_MIN_SPLIT_PAGES",
     "STRIPE_FLOOR",
     "HeldPages",
     "Keep",
@@ -104,8 +107,11 @@ LIST_ENDPOINT = "GET /v1/customers"
 # would only wait too (and each costs a short last page).
 QUEUE_SLACK = 2
 # A rest shorter than this (in pages) is not cut: its walk ends soon anyway, and the cut
-# would cost a short page for little time.
-MIN_SPLIT_PAGES = 8.0
+# would cost a short page for little time. Windows planned from the account's last
+# listing (reconcile.rules.listing_plan) are short and end together already: only a rest
+# the account grew since (its newest window) is worth a short page.
+MIN_SPLIT_PAGES = 4.0
+PLANNED_MIN_SPLIT_PAGES = 16.0
 # A window whose rest is under this fraction of the longest one's leaves the cut to it.
 LONGEST_FRACTION = 0.75
 # The page time assumed until pages have been timed.
@@ -219,9 +225,15 @@ def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class _Queue:
     """Windows waiting for a worker, the windows being paged, and the latest checkpoints."""
 
-    def __init__(self, checkpoints: Sequence[WindowCheckpoint], workers: int) -> None:
+    def __init__(
+        self,
+        checkpoints: Sequence[WindowCheckpoint],
+        workers: int,
+        min_split_pages: float = MIN_SPLIT_PAGES,
+    ) -> None:
         self.cond = threading.Condition()
         self.workers = workers
+        self.min_split_pages = min_split_pages
         self.latest = {c.window: c for c in checkpoints}
         self.waiting = sorted((c for c in checkpoints if not c.done), key=_newest_first)
         self.running: set[int] = set()
@@ -245,15 +257,19 @@ class _Queue:
             self.rests[window] = rest
             if self.oldest_seen is None or oldest_seen < self.oldest_seen:
                 self.oldest_seen = oldest_seen
-            running = len(self.running)
-            if self.waiting or running >= min(cursors, self.workers):
+            # Windows waiting for a worker start at once: they count as running.
+            active = len(self.running) + len(self.waiting)
+            if active >= min(cursors, self.workers):
                 return False
-            if rest < MIN_SPLIT_PAGES:
+            if rest < self.min_split_pages:
                 return False
-            # While fewer than half the cursors run, every long window splits: the listing
-            # reaches its pace in a few page times, not one window more per page time.
-            if 2 * running <= cursors:
+            # While fewer than half the cursors run, every long window splits, as often as
+            # it takes: the listing reaches its pace in a page time or two, not one window
+            # more per page time.
+            if 2 * active <= cursors:
                 return True
+            if self.waiting:
+                return False
             longest = max((r for w, r in self.rests.items() if w != window), default=0.0)
             return rest >= LONGEST_FRACTION * longest
 
@@ -474,8 +490,6 @@ class _Pager:
             return checkpoint
         # One split at a time, so two workers do not both cut for the same idle worker.
         with self.split_lock:
-            if queue.waiting:
-                return checkpoint
             cut = split_point(
                 checkpoint.created_gte,
                 oldest_seen,
@@ -552,6 +566,11 @@ class _Pager:
                 if oldest is None:
                     continue
                 cut = self._maybe_split(checkpoint, oldest)
+                while True:
+                    again = self._maybe_split(cut, oldest)
+                    if again is cut:
+                        break
+                    cut = again
                 if cut is not checkpoint:
                     # The next page is not fetched yet (a page-worth is handed over before
                     # the next request): ask again for the narrowed range, after the same
@@ -607,11 +626,14 @@ def page_windows(
     keep: Keep | None = None,
     held: HeldPages | None = None,
     bottom: int | None = None,
+    planned: bool = False,
 ) -> list[WindowCheckpoint]:
     """Page every window not done yet into the work folder; the finished checkpoints.
 
     `bottom`, if known, is the `created` of the account's oldest customer: the lowest
     window's rest is then cut by its customers, never below them into an empty piece.
+    `planned`: the windows were cut by the account's last listing, so only a long rest is
+    cut further (`PLANNED_MIN_SPLIT_PAGES`).
 
     `on_page` sees the pages fetched now, not the ones a resumed run reads back. `keep`,
     if given, trims each customer before its page is stored (and before `on_page` sees
@@ -628,7 +650,11 @@ def page_windows(
         on_resume(stored, sum(c.pages for c in checkpoints))
     tick = advance or (lambda _n: None)
     tick(stored)
-    queue = _Queue(checkpoints, max(1, workers))
+    queue = _Queue(
+        checkpoints,
+        max(1, workers),
+        PLANNED_MIN_SPLIT_PAGES if planned else MIN_SPLIT_PAGES,
+    )
     queue.bottom = bottom
     pager = _Pager(
         gateway,

@@ -301,8 +301,9 @@ def test_windows_are_cut_only_as_the_rate_needs_them_and_cost_few_pages(
     fewest = -(-len(listed) // 100)
     windows = store.windows("run1")
     # 20 requests a second at 100-200 ms a page needs a few cursors: the one window is cut,
-    # but no further than the rate needs (12 workers would allow twelve).
-    assert 2 <= len(windows) <= 7
+    # but no further than the rate needs, its start and its end (12 workers would allow
+    # twelve at once, and more as they end).
+    assert 2 <= len(windows) <= 9
     pages = gateway.stats.by_endpoint["GET /v1/customers"]
     # Each window ends on a short page; an empty one costs a page too.
     assert pages <= fewest + len(windows)
