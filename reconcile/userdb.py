@@ -141,8 +141,11 @@ def read_only_engine(url: str) -> Engine:
             # The URL has no file left in it; without a pool class SQLAlchemy would take it
             # for an in-memory database and keep one connection per thread.
             poolclass=sa.pool.QueuePool,
+            hide_parameters=True,
         )
-    engine = sa.create_engine(parsed)
+    # The users' emails and names are bound parameters: a database error must not carry
+    # them into a log or a traceback.
+    engine = sa.create_engine(parsed, hide_parameters=True)
     if parsed.get_backend_name() == "postgresql":
 
         @sa.event.listens_for(engine, "connect")
@@ -263,7 +266,7 @@ class UserDB:
     @property
     def write_engine(self) -> Engine:
         if self._writer is None:
-            self._writer = sa.create_engine(self.settings.url)
+            self._writer = sa.create_engine(self.settings.url, hide_parameters=True)
         return self._writer
 
     def effective_settings(self, settings: Settings) -> Settings:

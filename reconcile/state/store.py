@@ -139,13 +139,16 @@ def _safe_url(url: str) -> str:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # The audit log and reminders bind customer ids and emails: a database error must not
+    # carry them into a log or a traceback.
+    options: dict[str, Any] = {"hide_parameters": True}
     backend = sa.engine.make_url(url).get_backend_name()
     if backend == "sqlite":
         # Writers queue on SQLite's file lock; wait for it rather than fail at once.
-        return {"connect_args": {"timeout": 30}}
+        return {**options, "connect_args": {"timeout": 30}}
     if backend == "postgresql":
-        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    return {"pool_pre_ping": True}
+        return {**options, "connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    return {**options, "pool_pre_ping": True}
 
 
 # SQLite's own files beside the database: it creates them with the database's mode.

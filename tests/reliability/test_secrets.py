@@ -13,10 +13,13 @@ from pathlib import Path
 
 import click
 import pytest
+import sqlalchemy as sa
 
 from jobs.commands.cli import cli
 from jobs.registry import JOBS
 from reconcile.errors import EXIT_STRIPE
+from reconcile.state.store import StateStore
+from reconcile.userdb import read_only_engine
 from tests.reliability.helpers import base_sections, env_for, error_lines, invoke, write_config
 from tests.seeded import TEST_KEY, SeededWorld
 
@@ -205,3 +208,28 @@ def test_a_missing_permission_is_one_line_naming_it(
     assert "Traceback" not in text
     if result.exit_code == EXIT_STRIPE:
         assert len(error_lines(result)) == 1
+
+
+def test_a_database_error_carries_no_bound_email(tmp_path: Path, database_url: str) -> None:
+    # The users' and the audit's emails are bound parameters: SQLAlchemy would print them
+    # in the error (and so in a traceback or a log) unless the engines hide them.
+    users_file = tmp_path / "users.db"
+    writable = sa.create_engine(f"sqlite:///{users_file}")
+    with writable.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+    writable.dispose()
+    email = "private.person@example.com"
+    engines = [read_only_engine(f"sqlite:///{users_file}")]
+    state = StateStore(database_url)
+    engines.append(state.engine)
+    try:
+        for engine in engines:
+            with pytest.raises(sa.exc.DBAPIError) as raised, engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": email}
+                )
+            assert email not in str(raised.value)
+            assert "hidden due to hide_parameters" in str(raised.value)
+    finally:
+        engines[0].dispose()
+        state.close()
