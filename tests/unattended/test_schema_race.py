@@ -109,7 +109,13 @@ def test_serve_starting_two_jobs_on_a_fresh_state_db_runs_both(
             runs = state.list_runs()
             return len(runs) == 2 and all(r.status is not RunStatus.RUNNING for r in runs)
 
-        wait_for(lambda: process.poll() is not None or both_finished(), "both runs", 60)
+        try:
+            wait_for(lambda: process.poll() is not None or both_finished(), "both runs", 60)
+        except AssertionError as timed_out:
+            # What serve was doing: its log, for the diagnosis.
+            process.kill()
+            _, stderr = process.communicate(timeout=60)
+            raise AssertionError(f"{timed_out}; serve's log ends: {stderr[-4000:]}") from None
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
         assert state is not None, stderr
