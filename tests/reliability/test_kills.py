@@ -103,7 +103,10 @@ def test_ten_kills_then_a_rerun_reach_the_planned_state_once(
 
     with sandbox.store.lock:
         existing = set(sandbox.store.mode("test").customers)
-    sandbox.latency_ms = 40  # each write takes a while, so the kill lands mid-run
+    # Each write takes a while, so the kill lands mid-run, after one create: on a busy
+    # machine this test's polling lags, and at 40 ms several creates came before a kill,
+    # leaving too few for ten kills at ten points.
+    sandbox.latency_ms = 120
     killed_at: list[int] = []
     try:
         for _ in range(KILLS):
