@@ -14,25 +14,12 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from reconcile.optional_imports import import_without
 
-def _import_structlog_without_rich() -> None:
-    # structlog imports rich (and pygments) when installed, for console tracebacks and
-    # the locals of dict tracebacks. Neither is used here: format_exc_info renders every
-    # exception as plain text before the renderer sees it. Marking rich absent (None in
-    # sys.modules) while structlog is first imported keeps rich and pygments out of a
-    # run's start (tests/startup); the mark goes at once, so the progress bar still
-    # imports rich when it draws.
-    if "structlog" in sys.modules or "rich" in sys.modules:
-        return
-    sys.modules["rich"] = None  # type: ignore[assignment]
-    try:
-        import structlog  # noqa: F401
-    finally:
-        if sys.modules.get("rich", False) is None:
-            del sys.modules["rich"]
-
-
-_import_structlog_without_rich()
+# structlog imports rich (and pygments) when installed, for console tracebacks and the
+# locals of dict tracebacks. Neither is used here: format_exc_info renders every exception
+# as plain text before the renderer sees it (tests/startup).
+import_without("structlog", absent=("rich",))
 
 import structlog  # noqa: E402
 

@@ -12,24 +12,7 @@ process that already loaded either library (the sandbox's) keeps it for the SDK 
 
 from __future__ import annotations
 
-import sys
+from reconcile.optional_imports import import_without
 
 # Only the SDK's optional async clients: requests, its sync client, is imported as usual.
-_ASYNC_ONLY = ("httpx", "aiohttp")
-
-
-def _import_stripe_without_async_clients() -> None:
-    if "stripe" in sys.modules:
-        return
-    marked = [name for name in _ASYNC_ONLY if name not in sys.modules]
-    for name in marked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import stripe  # noqa: F401
-    finally:
-        for name in marked:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
-_import_stripe_without_async_clients()
+import_without("stripe", absent=("httpx", "aiohttp"))
