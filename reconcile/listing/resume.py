@@ -176,44 +176,51 @@ def _adopt(run: ListingRun, store: CheckpointStore) -> ListingRecord | None:
 
 
 def open_listing(
-    run: ListingRun, *, bound_offset: int = 0, extend_on_resume: bool = False
-) -> tuple[CheckpointStore, ListingRecord]:
-    """This run's listing: adopted from a failed run, or fresh with its windows.
+    run: ListingRun,
+    store: CheckpointStore,
+    *,
+    bound_offset: int = 0,
+    extend_on_resume: bool = False,
+    shape: ListingProfile | None = None,
+) -> ListingRecord:
+    """This run's listing: adopted from a failed run, or fresh with its windows, cut by
+    the account's last listing's `shape` when there is one.
 
     The bound is the run's start plus `bound_offset` seconds. With `extend_on_resume`, an
     adopted listing also gets a window up to this run's bound: a job that writes must see
     the customers the run it resumes created after that run's bound.
     """
-    store = CheckpointStore(run.state.engine)
     created_lt = int(run.started_at.timestamp()) + bound_offset
     adopted = _adopt(run, store)
     if adopted is not None:
         if extend_on_resume:
             adopted = store.extend_listing(run.run_id, created_lt)
-        return store, adopted
+        return adopted
     work_dir = work_dir_for(Path(run.out_dir).absolute(), run.job, run.run_id)
     listing = store.start_listing(
         run.run_id,
         run.job,
         created_lt=created_lt,
         work_dir=str(work_dir),
-        windows=_fresh_windows(run, store, created_lt),
+        windows=_fresh_windows(run, shape, created_lt),
     )
     _sweep_abandoned(store, run.job, keep=listing.listing_id)
-    return store, listing
+    return listing
+
+
+def _workers(run: ListingRun) -> int:
+    limiter = run.gateway.limiter
+    return workers_for(min(limiter.global_limit, limiter.per_endpoint_limit))
 
 
 def _fresh_windows(
-    run: ListingRun, store: CheckpointStore, created_lt: int
+    run: ListingRun, profile: ListingProfile | None, created_lt: int
 ) -> list[tuple[int | None, int]]:
     """Cut where the account's last complete listing says every window ends on a full
     page (reconcile.rules.listing_plan); without one, the configured date windows."""
-    profile = _last_shape(run, store)
     if profile is None:
         return window_bounds(created_lt, run.windows)
-    limiter = run.gateway.limiter
-    workers = workers_for(min(limiter.global_limit, limiter.per_endpoint_limit))
-    windows = planned_windows(profile, created_lt, _PLANNED_WINDOWS_PER_WORKER * workers)
+    windows = planned_windows(profile, created_lt, _PLANNED_WINDOWS_PER_WORKER * _workers(run))
     log.info(
         "listing planned from the last one",
         windows=len(windows),
@@ -300,16 +307,18 @@ def _page(
     keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     held: HeldPages | None = None,
 ) -> tuple[list[WindowCheckpoint], ListingRecord]:
-    store, listing = open_listing(run, bound_offset=bound_offset, extend_on_resume=extend_on_resume)
+    store = CheckpointStore(run.state.engine)
     shape = _last_shape(run, store)
-    limiter = run.gateway.limiter
+    listing = open_listing(
+        run, store, bound_offset=bound_offset, extend_on_resume=extend_on_resume, shape=shape
+    )
     with run.phase("listing"), progress("listing customers") as advance:
         finished = page_windows(
             run.gateway,
             store,
             listing.listing_id,
             Path(listing.work_dir),
-            workers=workers_for(min(limiter.global_limit, limiter.per_endpoint_limit)),
+            workers=_workers(run),
             expand=expand,
             stop=run.stop,
             advance=advance,

@@ -565,11 +565,9 @@ class _Pager:
                     return
                 if oldest is None:
                     continue
-                cut = self._maybe_split(checkpoint, oldest)
-                while True:
-                    again = self._maybe_split(cut, oldest)
-                    if again is cut:
-                        break
+                # As many cuts as the ramp needs (see `_Queue.may_split`).
+                cut = checkpoint
+                while (again := self._maybe_split(cut, oldest)) is not cut:
                     cut = again
                 if cut is not checkpoint:
                     # The next page is not fetched yet (a page-worth is handed over before
