@@ -236,19 +236,23 @@ def ensure_schema(engine: Engine) -> None:
                 sa.exc.ProgrammingError,
                 sa.exc.IntegrityError,
             ) as exc:
-                if attempt == _ATTEMPTS - 1 or not _already_exists(exc):
+                if attempt == _ATTEMPTS - 1 or not _lost_creation_race(exc):
                     raise
     with _ready_lock:
         _ready.add(engine)
 
 
-def _already_exists(exc: sa.exc.DBAPIError) -> bool:
+def _lost_creation_race(exc: sa.exc.DBAPIError) -> bool:
     # Only without the lock (another backend, or a 0.1.0 process creating its tables
     # meanwhile): SQLite "table X already exists", PostgreSQL DuplicateTable or the unique
-    # index of pg_type when two CREATE TABLEs race, a second version row.
+    # index of pg_type when two CREATE TABLEs race, a second version row. And SQLite's
+    # "disk I/O error" for a connection that opened the new file while another run of the
+    # process was creating it (`serve` starting two jobs on a fresh database); looking
+    # again finds the file whole.
     text = str(exc.orig).lower()
     return (
         "already exists" in text
+        or "disk i/o error" in text
         or "pg_type_typname_nsp_index" in text
         or schema_version_table.name in text
     )
